@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mrfa.utils.parity import find_fixture_dir
+
+
+def pytest_configure(config):
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def fixture_dir():
+    d = find_fixture_dir()
+    if d is None or not d.is_dir():
+        pytest.skip("no parity fixture directory (set MRFA_FIXTURES or provide ../shared/fixtures)")
+    return d
