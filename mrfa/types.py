@@ -37,3 +37,26 @@ class DenseMotion(NamedTuple):
     heatmap: Optional[Tensor] = None
     sparse_motion: Optional[Tensor] = None
     sparse_deformed: Optional[Tensor] = None
+
+
+class MRFAOutput(NamedTuple):
+    """Result of ``MRFA.forward`` / ``MRFA.animate``.
+
+    prediction:   [B, 3, H, W] generated driving frame in [0, 1].
+    kp_source, kp_driving: detector outputs (animate: kp_driving holds the transferred keypoints).
+    flows:        per-level refined pixel flows [B, 2, r, r], coarse (size/32) to fine (size).
+    occlusions:   per-level visibility maps [B, 1, r, r] in [0, 1] (1 = take the warped source).
+    warped_image: [B, 3, H, W] source warped with the final flow.
+    deformation:  [B, g, g, 2] prior sampling grid; occlusion_prior: [B, 1, g, g] prior logits.
+    bg_param:     [B, 3, 3] background affine or None.
+    """
+
+    prediction: Tensor
+    kp_source: Keypoints
+    kp_driving: Keypoints
+    flows: list
+    occlusions: list
+    warped_image: Tensor
+    deformation: Optional[Tensor] = None
+    occlusion_prior: Optional[Tensor] = None
+    bg_param: Optional[Tensor] = None

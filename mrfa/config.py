@@ -1,0 +1,439 @@
+"""Configuration schema (dataclasses) and the strict YAML loader.
+
+YAML files in ``configs/`` are instances of :class:`ExperimentConfig`. Loading is strict: an unknown or
+misspelled key, or a value of the wrong type, raises :class:`ConfigError` naming the key and the file.
+``--set a.b=value`` overrides are applied with the same checks. The official MRFA YAML layout is read by
+:func:`from_official` (mrfa/official.py keeps the key mapping of the official *weights*).
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and the file."""
+
+
+# ----------------------------------------------------------------------------------------------- model
+@dataclass
+class MTIAConfig:
+    """MTIA detector = HRNet stem + keypoint-token transformer (spec 3.1). Official values are the defaults."""
+
+    stem_channels: int = 64
+    layer1_blocks: int = 4
+    stage2_modules: int = 1
+    stage2_blocks: list[int] = field(default_factory=lambda: [4, 4])
+    stage2_channels: list[int] = field(default_factory=lambda: [32, 64])
+    stage3_modules: int = 4
+    stage3_blocks: list[int] = field(default_factory=lambda: [4, 4, 4])
+    stage3_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    patch_size: int = 4
+    dim: int = 192
+    depth: int = 12
+    heads: int = 8
+    mlp_ratio: int = 3
+    estimate_jacobian: bool = True
+
+
+@dataclass
+class FOMMDetectorConfig:
+    """FOMM hourglass keypoint detector (prior 'fomm')."""
+
+    block_expansion: int = 32
+    max_features: int = 1024
+    num_blocks: int = 5
+    temperature: float = 0.1
+    scale_factor: float = 0.25
+    estimate_jacobian: bool = True
+
+
+@dataclass
+class TPSConfig:
+    """TPS prior (prior 'tpsm'): num_tps thin-plate-spline transforms of 5 keypoints each."""
+
+    num_tps: int = 10
+
+
+@dataclass
+class DenseMotionConfig:
+    """Prior dense-motion hourglass (FOMM or TPS); scale_factor sets the motion grid (image * scale)."""
+
+    block_expansion: int = 64
+    max_features: int = 1024
+    num_blocks: int = 5
+    scale_factor: float = 0.25
+    kp_variance: float = 0.01
+
+
+@dataclass
+class GeneratorConfig:
+    """U-Net generator. Levels = num_down_blocks + 1 (size / 2^n .. size); per-level channels
+    min(max_features, block_expansion * 2^(n - i)) also fix the refiner's context projections."""
+
+    block_expansion: int = 64
+    max_features: int = 512
+    num_down_blocks: int = 5
+
+
+@dataclass
+class StructureConfig:
+    """Structure encoders (hourglass on keypoint heatmaps) and the correlation embedding size."""
+
+    dim: int = 256
+    block_expansion: int = 32
+    max_features: int = 512
+    num_blocks: int = 5
+    kp_variance: float = 0.1
+
+
+@dataclass
+class RefinementConfig:
+    """Correlation pyramid + shared flow updater.
+
+    final_warp: 'prior_flow' (official: the image warp uses the flow entering the last level) or 'refined'
+    (our fix: use the last refined flow). flow_init: 'prior' (official) or 'correlation' (soft-argmax of the
+    volume; occlusion logits start at 0; our option).
+    """
+
+    prior_only: bool = False
+    corr_levels: int = 2
+    corr_radius: int = 3
+    context_dim: int = 192
+    hidden_dim: int = 128
+    flow_init: Literal["prior", "correlation"] = "prior"
+    final_warp: Literal["prior_flow", "refined"] = "prior_flow"
+    corr_impl: Literal["auto", "torch"] = "auto"
+
+
+@dataclass
+class ModelConfig:
+    image_size: int = 256
+    num_channels: int = 3
+    num_kp: int = 10  # keypoints of the mtia / fomm detectors and of the structure encoders
+    prior: Literal["mtia", "fomm", "tpsm"] = "mtia"
+    background: bool = False  # build the background-motion predictor (celebvhq)
+    mtia: MTIAConfig = field(default_factory=MTIAConfig)
+    fomm_detector: FOMMDetectorConfig = field(default_factory=FOMMDetectorConfig)
+    tps: TPSConfig = field(default_factory=TPSConfig)
+    dense_motion: DenseMotionConfig = field(default_factory=DenseMotionConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    structure: StructureConfig = field(default_factory=StructureConfig)
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclass
+class AugmentationConfig:
+    horizontal_flip: bool = True
+    time_flip: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/vox"  # root/{train,test}/<video>
+    id_sampling: bool = True
+    split_len: Optional[int] = None  # identity = first split_len chars of the video name (else before '#')
+    num_repeats: int = 150
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    synthetic: bool = False  # generate the embedded synthetic dataset into root when it is missing
+    num_workers: int = 4
+
+
+# ---------------------------------------------------------------------------------------------- losses
+@dataclass
+class TransformConfig:
+    sigma_affine: float = 0.05
+    sigma_tps: float = 0.005
+    points_tps: int = 5
+
+
+@dataclass
+class AdversarialConfig:
+    enabled: bool = False
+    block_expansion: int = 32
+    max_features: int = 512
+    num_blocks: int = 4
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    spectral_norm: bool = True
+    generator_gan: float = 1.0
+    discriminator_gan: float = 1.0
+    feature_matching: list[float] = field(default_factory=lambda: [10.0, 10.0, 10.0, 10.0])
+
+
+@dataclass
+class LossConfig:
+    backbone: Literal["vgg19", "vgg16-lpips", "random"] = "vgg19"
+    vgg_weights: Optional[str] = None  # path to torchvision's vgg19 weight file (else the torch hub cache)
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25, 0.125])
+    perceptual: list[float] = field(default_factory=lambda: [10.0] * 5)
+    equivariance_value: float = 10.0
+    equivariance_jacobian: float = 10.0
+    background: float = 10.0
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+
+
+# ---------------------------------------------------------------------------------------------- train
+@dataclass
+class TrainConfig:
+    num_epochs: int = 100
+    epoch_milestones: list[int] = field(default_factory=lambda: [60, 90])
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    batch_size: int = 80  # global batch (divided by the world size)
+    grad_accum: int = 1
+    clip_grad: bool = True
+    clip: float = 10.0  # inf-norm clipping of the detector and dense-motion gradients
+    bg_start: int = 0  # epoch from which the background predictor is used
+    dropout_epoch: int = 35  # TPS prior component dropout (tpsm only)
+    dropout_maxp: float = 0.3
+    dropout_startp: float = 0.1
+    dropout_inc_epoch: int = 10
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    max_steps: Optional[int] = None  # stop early after this many optimiser steps
+    checkpoint_every: int = 1000  # steps between training-state checkpoints (and one at the end)
+    log_every: int = 10
+    image_every: int = 200
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ------------------------------------------------------------------------------------------ machinery
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check/convert ``value`` against the annotation ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key, source)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key, source)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{source}: '{key}' must be one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: '{key}' has an unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            full = f"{prefix}.{key}" if prefix else str(key)
+            close = [n for n in names if n.replace("_", "") == str(key).replace("_", "").lower()]
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; allowed: {sorted(names)}"
+            raise ConfigError(f"{source}: unknown key '{full}'{hint}")
+    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k, source) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a nested dict (missing keys take the defaults)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    cfg = _build(ExperimentConfig, data, "", source)
+    validate(cfg, source)
+    return cfg
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        loaded = yaml.safe_load(text)
+        return loaded
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Apply ``a.b.c=value`` overrides to a nested dict (values parsed as Python / YAML literals)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: override {item!r} must look like key.path=value")
+        key, text = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: '{key}' goes through a non-mapping value")
+        node[parts[-1]] = _parse_value(text.strip())
+    return data
+
+
+def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> ExperimentConfig:
+    """Load a YAML experiment config strictly, with optional ``key=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if isinstance(data, dict) and ("raft_flow" in data or "train_params" in data):
+        raise ConfigError(f"{path}: this is an official MRFA config; use mrfa.config.load_official_config()")
+    data = apply_overrides(data, overrides or [], "--set") if overrides else data
+    return config_from_dict(data, str(path))
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def validate(cfg: ExperimentConfig, source: str = "<config>") -> None:
+    """Cross-field checks with one clear message each."""
+    m = cfg.model
+    n = m.generator.num_down_blocks
+    if m.image_size % (2**n) != 0:
+        raise ConfigError(f"{source}: model.image_size {m.image_size} must be divisible by 2^num_down_blocks = {2**n}")
+    grid = m.image_size * m.dense_motion.scale_factor
+    sizes = [m.image_size // 2 ** (n - i) for i in range(n + 1)]
+    if grid not in sizes:
+        raise ConfigError(f"{source}: the motion grid image_size*dense_motion.scale_factor = {grid} must be one of "
+                          f"the generator level sizes {sizes}")
+    if len(cfg.loss.perceptual) != 5:
+        raise ConfigError(f"{source}: loss.perceptual needs 5 layer weights, got {len(cfg.loss.perceptual)}")
+    if m.prior == "tpsm" and m.tps.num_tps != m.num_kp:
+        raise ConfigError(f"{source}: with prior 'tpsm' model.num_kp ({m.num_kp}) must equal model.tps.num_tps "
+                          f"({m.tps.num_tps}) (the structure encoders use one keypoint per TPS)")
+
+
+# ------------------------------------------------------------------------------------ official layout
+def from_official(official: dict, source: str = "<official config>") -> ExperimentConfig:
+    """Translate the official MRFA YAML layout (vox1.yaml / celebvhq.yaml) into our schema.
+
+    Reads the keys the official code uses (spec section 2) and ignores the ones it never reads.
+    """
+    from .nn.keypoint_mtia import mtia_kwargs_from_official
+
+    try:
+        tp = official["train_params"]
+        rf = official["raft_flow"]
+        dm = official["dense_motion"]
+        ds = official.get("dataset_params", {}) or {}
+        prior = tp.get("prior_model", "mtia")
+        mtia_kw = mtia_kwargs_from_official(official["mtia_kp_detector"]["MODEL"]) if prior == "mtia" else {}
+        size = int(rf.get("size", 256))
+        num_kp = int(rf.get("num_kp", 10))
+        model: dict[str, Any] = dict(
+            image_size=size, num_channels=int(dm.get("num_channels", 3)), num_kp=num_kp, prior=prior,
+            background=int(tp.get("bg_start", 1000)) < int(tp["num_epochs"]),
+            dense_motion=dict(block_expansion=dm["block_expansion"], max_features=dm["max_features"],
+                              num_blocks=dm["num_blocks"], scale_factor=dm["scale_factor"],
+                              kp_variance=dm.get("kp_variance", 0.01)),
+            generator=dict(block_expansion=rf["generator"]["block_expansion"],
+                           max_features=rf["generator"]["max_features"],
+                           num_down_blocks=rf["generator"]["num_up_blocks"]),
+            structure=dict(dim=rf.get("dim", 256), block_expansion=rf["driving_encoder"]["block_expansion"],
+                           max_features=rf["driving_encoder"]["max_features"],
+                           num_blocks=rf["driving_encoder"]["num_blocks"]),
+            refinement=dict(prior_only=bool(rf.get("prior_only", False))),
+        )
+        if prior == "mtia":
+            if mtia_kw.pop("num_kp") != num_kp:
+                raise ConfigError(f"{source}: mtia NUM_JOINTS differs from raft_flow.num_kp")
+            if mtia_kw.pop("image_size") != size:
+                raise ConfigError(f"{source}: mtia IMAGE_SIZE differs from raft_flow.size")
+            mtia_kw.pop("in_channels", None)
+            model["mtia"] = {k: list(v) if isinstance(v, tuple) else v for k, v in mtia_kw.items()}
+        elif prior == "fomm":
+            fd = official["fomm_kp_detector"]
+            model["fomm_detector"] = dict(block_expansion=fd["block_expansion"], max_features=fd["max_features"],
+                                          num_blocks=fd["num_blocks"], temperature=fd["temperature"],
+                                          scale_factor=fd["scale_factor"],
+                                          estimate_jacobian=bool(fd.get("estimate_jacobian", True)))
+        elif prior == "tpsm":
+            td = official["tpsm_dense_motion"]
+            model["tps"] = dict(num_tps=official["tpsm_kp_detector"]["num_tps"])
+            model["dense_motion"] = dict(block_expansion=td["block_expansion"], max_features=td["max_features"],
+                                         num_blocks=td["num_blocks"], scale_factor=td["scale_factor"])
+        else:
+            raise ConfigError(f"{source}: unknown train_params.prior_model {prior!r}")
+        aug = ds.get("augmentation_params", {}) or {}
+        flip, jit = aug.get("flip_param", {}) or {}, aug.get("jitter_param", {}) or {}
+        lw = tp.get("loss_weights", {})
+        tr = tp.get("transform_params", {})
+        data = dict(
+            model=model,
+            data=dict(root=str(ds.get("root_dir", "data/vox")), id_sampling=bool(ds.get("id_sampling", True)),
+                      split_len=ds.get("split_len"), num_repeats=int(tp.get("num_repeats", 150)),
+                      augmentation=dict(horizontal_flip=bool(flip.get("horizontal_flip", True)),
+                                        time_flip=bool(flip.get("time_flip", True)), **jit)),
+            loss=dict(scales=[float(s) for s in tp.get("scales", [1, 0.5, 0.25, 0.125])],
+                      perceptual=[float(w) for w in lw.get("perceptual", [10] * 5)],
+                      equivariance_value=float(lw.get("equivariance", 10)),
+                      equivariance_jacobian=float(lw.get("equivariance_jacobian", 10)),
+                      transform=dict(sigma_affine=tr.get("sigma_affine", 0.05), sigma_tps=tr.get("sigma_tps", 0.005),
+                                     points_tps=tr.get("points_tps", 5))),
+            train=dict(num_epochs=int(tp["num_epochs"]), epoch_milestones=list(tp.get("epoch_milestones", [60, 90])),
+                       lr=float(tp.get("lr", 2e-4)), batch_size=int(tp.get("batch_size", 80)),
+                       clip_grad=bool(tp.get("clip_grad", True)), clip=float(tp.get("clip", 10)),
+                       bg_start=min(int(tp.get("bg_start", 1000)), int(tp["num_epochs"])),
+                       dropout_epoch=int(tp.get("dropout_epoch", 35)), dropout_maxp=float(tp.get("dropout_maxp", 0.3)),
+                       dropout_startp=float(tp.get("dropout_startp", 0.1)),
+                       dropout_inc_epoch=int(tp.get("dropout_inc_epoch", 10))),
+        )
+    except KeyError as e:
+        raise ConfigError(f"{source}: missing official key {e}") from None
+    return config_from_dict(data, source)
+
+
+def load_official_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    return from_official(yaml.safe_load(path.read_text()), str(path))

@@ -1,0 +1,413 @@
+"""Video and image reading for the data pipeline (paper Sec. 4 "Datasets"; official `frames_dataset.read_video`).
+
+A "video" is any of:
+
+* a file decoded by ffmpeg (imageio-ffmpeg): ``.mp4 .mov .avi .webm .mkv .m4v``;
+* an animated ``.gif`` (decoded by imageio/Pillow);
+* a folder of frames (``.png .jpg .jpeg .webp .bmp``), sorted in natural order (``2.png`` before ``10.png``);
+* a horizontal strip image (``.png .jpg .jpeg .webp``) of T square frames, width = T * height.
+
+Every frame comes back as ``uint8 [H, W, 3]`` RGB: grey is replicated to three channels, an alpha channel is
+dropped (not composited, as in the official loader), 16-bit samples are rounded to 8 bits and float images are
+clipped to [0, 1] and scaled.
+
+ffmpeg files are decoded with ``-fps_mode passthrough``: every coded frame is returned exactly once, so a
+variable-frame-rate clip gives its real frames (imageio's default reader duplicates frames to a constant rate,
+e.g. 184 instead of 135 frames for ``video_retalking/1.mp4``).
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import imageio.v3 as iio
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image
+from skimage.transform import resize as _sk_resize
+
+PathLike = Union[str, Path]
+Size = Union[int, tuple[int, int]]
+
+FFMPEG_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v")
+GIF_SUFFIXES = (".gif",)
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+STRIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+VIDEO_SUFFIXES = FFMPEG_SUFFIXES + GIF_SUFFIXES + STRIP_SUFFIXES
+
+# Exceptions raised by Pillow / imageio / ffmpeg wrappers on undecodable input.
+_DECODE_ERRORS = (OSError, ValueError, RuntimeError, SyntaxError, EOFError)
+
+
+class VideoReadError(ValueError):
+    """A video or image exists but cannot be decoded, is empty or is malformed."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Cheap facts about a video, from headers or a stream copy (no full decode).
+
+    Attributes:
+        kind: "ffmpeg", "gif", "folder" or "strip".
+        num_frames: number of frames (ffmpeg: coded video packets, equal to the decoded count with passthrough).
+        fps: frames per second, or None where the format has none (folder, strip).
+        width: frame width in pixels.
+        height: frame height in pixels.
+        has_audio: whether the container holds an audio stream (False for non-ffmpeg kinds).
+    """
+
+    kind: str
+    num_frames: int
+    fps: Optional[float]
+    width: int
+    height: int
+    has_audio: bool
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders digit runs numerically ("2.png" < "10.png")."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+def list_frame_files(folder: PathLike) -> list[Path]:
+    """Image files of a frame folder in natural order (hidden files skipped)."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def video_kind(path: PathLike) -> str:
+    """Classify ``path`` as "folder", "ffmpeg", "gif" or "strip".
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        VideoReadError: the file extension is not a supported video format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"video not found: {path}")
+    if path.is_dir():
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix in FFMPEG_SUFFIXES:
+        return "ffmpeg"
+    if suffix in GIF_SUFFIXES:
+        return "gif"
+    if suffix in STRIP_SUFFIXES:
+        return "strip"
+    raise VideoReadError(f"unsupported video format '{suffix}' for {path}")
+
+
+def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
+    """Convert a decoded image to ``uint8 [H, W, 3]``.
+
+    Accepts [H, W], [H, W, 1] (grey), [H, W, 2] (grey + alpha), [H, W, 3] and [H, W, 4] (alpha dropped), with
+    dtype bool, uint8, wider integers (taken as 16-bit: value / 257 rounded) or float in [0, 1].
+    """
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an image of shape [H, W] or [H, W, 1-4], got {array.shape}")
+    if array.shape[-1] in (2, 4):
+        array = array[..., :-1]  # drop alpha
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        wide = np.clip(array.astype(np.int64), 0, 65535)
+        array = ((wide * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array)
+
+
+def resize_frame(frame: np.ndarray, size: Size) -> np.ndarray:
+    """Resize ``uint8 [H, W, 3]`` to ``size`` (int = square, or (height, width)), anti-aliased, as FOMM's
+    preprocessing does (skimage bilinear + Gaussian pre-filter when shrinking). Returns uint8."""
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    if frame.shape[:2] == (out_h, out_w):
+        return frame
+    out = _sk_resize(frame, (out_h, out_w), order=1, anti_aliasing=True, preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read one image (png/jpg/webp/bmp; grey, RGBA and 16-bit handled) as ``uint8 [H, W, 3]``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        VideoReadError: the file cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        array = iio.imread(path, index=0)
+    except _DECODE_ERRORS as err:
+        raise VideoReadError(f"could not decode image {path}: {err}") from err
+    try:
+        return to_rgb_uint8(np.asarray(array))
+    except ValueError as err:
+        raise VideoReadError(f"unsupported image layout in {path}: {err}") from err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ffmpeg
+
+def _last_line(err: BaseException) -> str:
+    """Last non-empty line of an exception message (imageio-ffmpeg appends ffmpeg's stderr, whose last line
+    is the reason)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def _ffmpeg_frames(path: Path) -> Iterator[np.ndarray]:
+    """Yield every coded frame of an ffmpeg-readable file as uint8 [H, W, 3] (read-only views)."""
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
+    try:
+        try:
+            meta = next(gen)
+        except (StopIteration, *_DECODE_ERRORS) as err:
+            raise VideoReadError(f"could not open video {path}: {_last_line(err)}") from err
+        width, height = meta["size"]
+        while True:
+            try:
+                buf = next(gen)
+            except StopIteration:
+                return
+            except _DECODE_ERRORS as err:
+                raise VideoReadError(f"could not decode video {path}: {_last_line(err)}") from err
+            yield np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
+    finally:
+        gen.close()  # stops ffmpeg when the caller stops early
+
+
+def _ffmpeg_probe(path: Path) -> VideoInfo:
+    """Count video packets with a stream copy (no decoding) and parse size/fps/audio from ffmpeg's log."""
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path),
+           "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    log = proc.stderr.decode(errors="replace")
+    video_line = next((ln for ln in log.splitlines() if re.search(r"Stream #.*Video:", ln)), None)
+    if proc.returncode != 0 or video_line is None:
+        reason = log.strip().splitlines()[-1] if log.strip() else f"ffmpeg exit code {proc.returncode}"
+        raise VideoReadError(f"could not open video {path}: {reason}")
+    size = re.search(r", (\d{1,5})x(\d{1,5})[,\s\[]", video_line + " ")
+    fps = re.search(r"([\d.]+) fps", video_line) or re.search(r"([\d.]+) tbr", video_line)
+    counts = re.findall(r"frame=\s*(\d+)", log)
+    return VideoInfo(
+        kind="ffmpeg",
+        num_frames=int(counts[-1]) if counts else 0,
+        fps=float(fps.group(1)) if fps else None,
+        width=int(size.group(1)) if size else 0,
+        height=int(size.group(2)) if size else 0,
+        has_audio=bool(re.search(r"Stream #.*Audio:", log)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# gif / strip
+
+def _read_gif(path: Path) -> np.ndarray:
+    try:
+        frames = iio.imread(path, index=None, plugin="pillow", mode="RGB")
+    except _DECODE_ERRORS as err:
+        raise VideoReadError(f"could not decode gif {path}: {err}") from err
+    frames = np.asarray(frames)
+    return frames[None] if frames.ndim == 3 else frames  # [T, H, W, 3]
+
+
+def _header_size(path: Path) -> tuple[int, int, int, Optional[float]]:
+    """(width, height, n_frames, fps) from an image header, without decoding pixels."""
+    try:
+        with Image.open(path) as img:
+            duration = img.info.get("duration")
+            return img.width, img.height, int(getattr(img, "n_frames", 1)), (1000.0 / duration if duration else None)
+    except _DECODE_ERRORS as err:
+        raise VideoReadError(f"could not decode image header of {path}: {err}") from err
+
+
+def _strip_frames(image: np.ndarray, path: Path) -> np.ndarray:
+    h, w = image.shape[:2]
+    if w % h != 0:
+        raise VideoReadError(f"frame strip {path} has width {w} that is not a multiple of its height {h}")
+    return np.ascontiguousarray(image.reshape(h, w // h, h, 3).transpose(1, 0, 2, 3))  # [T, H, H, 3]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# public API
+
+def video_info(path: PathLike) -> VideoInfo:
+    """Cheap probe of a video (headers / stream copy only; ~15 ms for an mp4 clip).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        VideoReadError: the video cannot be opened or has a malformed layout.
+    """
+    path = Path(path)
+    kind = video_kind(path)
+    if kind == "ffmpeg":
+        return _ffmpeg_probe(path)
+    if kind == "folder":
+        files = list_frame_files(path)
+        width = height = 0
+        if files:
+            width, height, _, _ = _header_size(files[0])
+        return VideoInfo("folder", len(files), None, width, height, False)
+    width, height, n_frames, fps = _header_size(path)
+    if kind == "gif":
+        return VideoInfo("gif", n_frames, fps, width, height, False)
+    if width % height != 0:
+        raise VideoReadError(f"frame strip {path} has width {width} that is not a multiple of its height {height}")
+    return VideoInfo("strip", width // height, None, height, height, False)
+
+
+def iter_video_frames(path: PathLike, *, size: Optional[Size] = None) -> Iterator[np.ndarray]:
+    """Yield the frames of a video one at a time as ``uint8 [H, W, 3]`` (memory stays flat for ffmpeg files and
+    folders; gifs and strips are small and decoded at once).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        VideoReadError: the video cannot be decoded or has no frames (raised when iteration reaches it).
+    """
+    path = Path(path)
+    kind = video_kind(path)
+    count = 0
+    if kind == "ffmpeg":
+        source: Iterator[np.ndarray] = _ffmpeg_frames(path)
+    elif kind == "folder":
+        source = (read_image(f) for f in list_frame_files(path))
+    elif kind == "gif":
+        source = iter(_read_gif(path))
+    else:
+        source = iter(_strip_frames(read_image(path), path))
+    for frame in source:
+        count += 1
+        yield resize_frame(frame, size) if size is not None else np.array(frame)
+    if count == 0:
+        raise VideoReadError(f"video {path} contains no frames")
+
+
+def read_video(path: PathLike, *, size: Optional[Size] = None) -> np.ndarray:
+    """Read a whole video as ``uint8 [T, H, W, 3]``, optionally resized to ``size`` (int = square).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        VideoReadError: the video cannot be decoded or has no frames.
+    """
+    return np.stack(list(iter_video_frames(path, size=size)))
+
+
+def read_frames(path: PathLike, indices: Sequence[int], *, size: Optional[Size] = None,
+                clamp: bool = False) -> np.ndarray:
+    """Read only the frames at ``indices`` (any order, repeats allowed) as ``uint8 [N, H, W, 3]``.
+
+    Frame folders read just the requested files; ffmpeg files are decoded up to the largest index and then
+    stopped (cheaper than a full decode, no seeking so no keyframe inaccuracy).
+
+    Args:
+        path: the video.
+        indices: frame indices (>= 0).
+        size: optional output size (int = square, or (height, width)).
+        clamp: if True, indices past the last decodable frame return the last frame instead of raising
+            (ffmpeg containers can report a frame more than they decode).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        VideoReadError: undecodable video, or an index past the end with ``clamp=False``.
+    """
+    path = Path(path)
+    kind = video_kind(path)
+    wanted = [int(i) for i in indices]
+    if not wanted:
+        raise ValueError("read_frames needs at least one frame index")
+    if min(wanted) < 0:
+        raise ValueError(f"frame indices must be >= 0, got {min(wanted)}")
+    got: dict[int, np.ndarray] = {}
+    if kind == "folder":
+        files = list_frame_files(path)
+        if not files:
+            raise VideoReadError(f"video {path} contains no frames")
+        for i in set(wanted):
+            if i >= len(files) and not clamp:
+                raise VideoReadError(f"frame {i} is past the end of {path} ({len(files)} frames)")
+            got[i] = read_image(files[min(i, len(files) - 1)])
+    else:
+        last = max(wanted)
+        needed = set(wanted)
+        if kind == "ffmpeg":
+            source: Iterator[np.ndarray] = _ffmpeg_frames(path)
+        else:
+            source = iter(_read_gif(path) if kind == "gif" else _strip_frames(read_image(path), path))
+        prev: Optional[np.ndarray] = None
+        n = 0
+        for n, frame in enumerate(source, start=1):
+            prev = frame
+            if n - 1 in needed:
+                got[n - 1] = np.array(frame)
+            if n - 1 >= last:
+                break
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()  # stop ffmpeg early
+        if prev is None:
+            raise VideoReadError(f"video {path} contains no frames")
+        missing = needed.difference(got)
+        if missing and not clamp:
+            raise VideoReadError(f"frame {min(missing)} is past the end of {path} ({n} frames decoded)")
+        for i in missing:
+            got[i] = np.array(prev)
+    frames = [got[i] for i in wanted]
+    if size is not None:
+        frames = [resize_frame(f, size) for f in frames]
+    return np.stack(frames)
+
+
+def write_video(path: PathLike, frames: np.ndarray, *, fps: float = 25.0, quality: int = 8) -> Path:
+    """Write ``uint8 [T, H, W, 3]`` frames as a video file: .mp4/.mov/.mkv via ffmpeg (H.264, yuv420p, even
+    sizes only) or .gif via Pillow. ``quality`` is imageio-ffmpeg's 0-10 scale (8 is visually lossless-ish).
+
+    Raises:
+        ValueError: bad frame array, odd size for H.264, or unsupported suffix.
+    """
+    path = Path(path)
+    frames = _check_frames(frames)
+    suffix = path.suffix.lower()
+    if suffix in (".mp4", ".mov", ".mkv"):
+        h, w = frames.shape[1:3]
+        if h % 2 or w % 2:
+            raise ValueError(f"H.264 needs even frame sizes, got {w}x{h} for {path}")
+        writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec="libx264", quality=quality,
+                                             pix_fmt_out="yuv420p", macro_block_size=1)
+        writer.send(None)  # start ffmpeg
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+    elif suffix in GIF_SUFFIXES:
+        iio.imwrite(path, frames, plugin="pillow", duration=1000.0 / fps, loop=0)
+    else:
+        raise ValueError(f"cannot write video format '{suffix}' for {path} (use .mp4, .mov, .mkv or .gif)")
+    return path
+
+
+def write_frame_folder(folder: PathLike, frames: np.ndarray, *, compress_level: int = 1) -> Path:
+    """Write ``uint8 [T, H, W, 3]`` frames as ``folder/0000000.png ...`` (7 digits, the FOMM
+    video-preprocessing convention; the folder name may end in ``.mp4``). Lossless, and the fastest layout for
+    the training loader (two small PNG reads per item)."""
+    folder = Path(folder)
+    frames = _check_frames(frames)
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(frames):
+        iio.imwrite(folder / f"{t:07d}.png", frame, plugin="pillow", compress_level=compress_level)
+    return folder
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames must be a non-empty uint8 [T, H, W, 3] array, got {frames.dtype} {frames.shape}")
+    return frames

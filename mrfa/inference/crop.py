@@ -1,0 +1,434 @@
+"""VoxCeleb-style square face crops for images and videos, and the ``mrfa crop`` command.
+
+Not a paper box: this is the data front end that makes user inputs look like MRFA's training data
+(VoxCeleb-256, ``video-preprocessing/crop_vox.py``): the union of the face boxes over a clip,
+enlarged aspect-preserving by ``increase`` (0.1) per side, which yields a square of side
+``(1 + 2 * increase) * max(w, h)`` around the union centre, cropped and resized to 256 with
+anti-aliasing. The original drops clips whose box leaves the frame; here the box is shifted,
+shrunk or padded instead (``border`` of :func:`fit_box`), and :func:`apply_crop` pads explicitly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+from mrfa.inference.face import (
+    FaceDetection,
+    FaceDetector,
+    NoFaceError,
+    as_rgb_uint8,
+    box_iou,
+    choose_detector,
+)
+
+logger = logging.getLogger(__name__)
+
+BorderMode = Literal["fit", "shift", "pad"]
+PadMode = Literal["edge", "constant"]
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A square crop box in frame pixels; it may extend past the frame (then it is padded).
+
+    Attributes:
+        x0: left column (inclusive), may be negative.
+        y0: top row (inclusive), may be negative.
+        side: side length in pixels (> 0).
+    """
+
+    x0: int
+    y0: int
+    side: int
+
+    def __post_init__(self) -> None:
+        if self.side <= 0:
+            raise ValueError(f"crop box side must be positive, got {self.side}.")
+
+    @property
+    def x1(self) -> int:
+        """Right column, exclusive."""
+        return self.x0 + self.side
+
+    @property
+    def y1(self) -> int:
+        """Bottom row, exclusive."""
+        return self.y0 + self.side
+
+    def inside(self, height: int, width: int) -> bool:
+        """Whether the box lies entirely inside a ``height x width`` frame."""
+        return self.x0 >= 0 and self.y0 >= 0 and self.x1 <= width and self.y1 <= height
+
+    def to_dict(self) -> dict[str, int]:
+        """``{"x0", "y0", "side"}`` for JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, int]) -> CropBox:
+        """Inverse of :meth:`to_dict` (extra keys are ignored)."""
+        return cls(x0=int(d["x0"]), y0=int(d["y0"]), side=int(d["side"]))
+
+
+def union_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Smallest box containing all boxes.
+
+    Args:
+        boxes: ``[N, 4]`` ``(x0, y0, x1, y1)``, N >= 1.
+
+    Returns:
+        ``[4]`` ``(x0, y0, x1, y1)``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        raise ValueError("union_boxes needs at least one box.")
+    return np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])
+
+
+def enlarge_to_square(box: np.ndarray, increase: float = 0.1) -> tuple[float, float, float]:
+    """VoxCeleb aspect-preserving enlargement, which yields a square.
+
+    Each side grows by at least ``increase`` of its length, and the shorter dimension grows until it
+    matches the longer one, so the result is the square of side ``(1 + 2 * increase) * max(w, h)``
+    centred on the box.
+
+    Args:
+        box: ``[4]`` ``(x0, y0, x1, y1)``.
+        increase: relative growth per side (0.1 in video-preprocessing).
+
+    Returns:
+        ``(cx, cy, side)`` in float pixels.
+    """
+    if increase < 0:
+        raise ValueError(f"increase must be >= 0, got {increase}.")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = x1 - x0, y1 - y0
+    if w <= 0 or h <= 0:
+        raise ValueError(f"box {tuple(box)} has no area.")
+    return (x0 + x1) / 2.0, (y0 + y1) / 2.0, (1.0 + 2.0 * increase) * max(w, h)
+
+
+def fit_box(cx: float, cy: float, side: float, height: int, width: int, border: BorderMode = "fit") -> CropBox:
+    """Round a square to integer pixels and handle the frame border.
+
+    Args:
+        cx, cy, side: square centre and side in float pixels.
+        height, width: frame size.
+        border: ``"fit"`` (default) never pads: the square is shrunk to at most ``min(height, width)``
+            (the face then looks a little larger than in VoxCeleb) and shifted inside the frame;
+            ``"shift"`` keeps the size, shifts the square inside the frame along each axis where it
+            fits and centres it on the frame where it does not (that part is padded);
+            ``"pad"`` keeps the square centred on the face and pads whatever leaves the frame.
+    """
+    if border not in ("fit", "shift", "pad"):
+        raise ValueError(f"border must be 'fit', 'shift' or 'pad', got {border!r}.")
+    if border == "fit":
+        side = min(side, height, width)
+    s = max(1, int(round(side)))
+    x0 = int(round(cx - s / 2.0))
+    y0 = int(round(cy - s / 2.0))
+    if border != "pad":
+        x0 = min(max(x0, 0), width - s) if s <= width else (width - s) // 2
+        y0 = min(max(y0, 0), height - s) if s <= height else (height - s) // 2
+    return CropBox(x0=x0, y0=y0, side=s)
+
+
+def crop_box_from_faces(face_boxes: np.ndarray, height: int, width: int, *, increase: float = 0.1,
+                        border: BorderMode = "fit") -> CropBox:
+    """Crop box from face boxes: union, VoxCeleb enlargement to a square, border handling.
+
+    Args:
+        face_boxes: ``[N, 4]`` Vox face boxes ``(x0, y0, x1, y1)`` (one per frame, or one for an image).
+        height, width: frame size.
+        increase: VoxCeleb enlargement per side.
+        border: see :func:`fit_box`.
+    """
+    cx, cy, side = enlarge_to_square(union_boxes(face_boxes), increase)
+    return fit_box(cx, cy, side, height, width, border)
+
+
+def crop_box_for_image(img: np.ndarray, *, detector: FaceDetector | None = None, increase: float = 0.1,
+                       border: BorderMode = "fit", name: str = "the image") -> CropBox:
+    """Crop box for one image: the best face, enlarged to a VoxCeleb-style square.
+
+    Args:
+        img: ``[H, W, 3]`` RGB image.
+        detector: a face detector; None builds ``choose_detector("auto")``.
+        increase: VoxCeleb enlargement per side.
+        border: see :func:`fit_box`.
+        name: what to call the image in the error message (e.g. its path).
+
+    Raises:
+        NoFaceError: no face was found.
+    """
+    det = detector if detector is not None else choose_detector("auto")
+    rgb = as_rgb_uint8(img)
+    faces = det.detect(rgb)
+    if not faces:
+        raise NoFaceError(f"no face was found in {name}.")
+    return crop_box_from_faces(faces[0].box[None], rgb.shape[0], rgb.shape[1], increase=increase, border=border)
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes ``a`` ``[N, 4]`` and ``b`` ``[M, 4]`` -> ``[N, M]``."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])  # [N, M, 2]
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])  # [N, M, 2]
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=-1)  # [N, M]
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=-1)  # [N]
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=-1)  # [M]
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _anchor_frame(per_frame: list[list[FaceDetection]], min_iou: float, max_candidates: int = 256) -> int:
+    """Frame index of the most persistent per-frame best detection, or -1 when there is none."""
+    all_boxes = np.array([d.box for dets in per_frame for d in dets], dtype=np.float64)
+    all_boxes = all_boxes.reshape(-1, 4)  # [D, 4]
+    if len(all_boxes) == 0:
+        return -1
+    frame_of = np.array([t for t, dets in enumerate(per_frame) for _ in dets])  # [D]
+    cand_t = np.array([t for t, dets in enumerate(per_frame) if dets])
+    cand_t = cand_t[np.unique(np.linspace(0, len(cand_t) - 1, min(len(cand_t), max_candidates)).astype(int))]
+    cand = np.stack([per_frame[t][0].box for t in cand_t])  # [C, 4]
+    iou = _iou_matrix(cand, all_boxes)  # [C, D]
+    support = [len(np.unique(frame_of[row > min_iou])) for row in iou]  # frames supporting each candidate
+    best = max(range(len(cand_t)), key=lambda i: (support[i], per_frame[cand_t[i]][0].score))
+    return int(cand_t[best])
+
+
+def track_face_boxes(per_frame: list[list[FaceDetection]], *, min_iou: float = 0.2,
+                     smooth: int = 5) -> np.ndarray:
+    """Follow one face through a clip and smooth its boxes over time.
+
+    The anchor is the most persistent face: the per-frame best detection that overlaps detections in
+    the largest number of frames (ties broken by score), so a strong one-frame false positive cannot
+    win. From the anchor frame the track is extended forwards and backwards: in each frame the
+    detection overlapping the last tracked box most (IoU > ``min_iou``) is taken, other faces and
+    detector false positives are ignored, and a frame without a match is skipped (the track keeps
+    its last box, so gradual zooms and moves are followed). The tracked boxes are then smoothed with
+    a running median over ``smooth`` analysed frames, which removes one-frame spikes (a mis-fitted
+    landmark set, a wide-open mouth).
+
+    Args:
+        per_frame: detections for each analysed frame (best first).
+        min_iou: minimum overlap with the previous tracked box.
+        smooth: running-median window (1 disables smoothing).
+
+    Returns:
+        ``[M, 4]`` tracked Vox face boxes in frame order, M <= number of frames with a face.
+    """
+    anchor_t = _anchor_frame(per_frame, min_iou)
+    if anchor_t < 0:
+        return np.zeros((0, 4))
+    track: dict[int, np.ndarray] = {anchor_t: per_frame[anchor_t][0].box}
+    for order in (range(anchor_t + 1, len(per_frame)), range(anchor_t - 1, -1, -1)):
+        last = track[anchor_t]
+        for t in order:
+            overlaps = [(box_iou(d.box, last), i) for i, d in enumerate(per_frame[t])]
+            overlaps = [o for o in overlaps if o[0] > min_iou]
+            if overlaps:
+                last = per_frame[t][max(overlaps)[1]].box
+                track[t] = last
+    boxes = np.array([track[t] for t in sorted(track)], dtype=np.float64)  # [M, 4]
+    if smooth > 1 and len(boxes) > 2:
+        half = smooth // 2
+        padded = np.pad(boxes, ((half, half), (0, 0)), mode="edge")  # [M + 2 * half, 4]
+        windows = np.stack([padded[i:i + len(boxes)] for i in range(2 * half + 1)])  # [W, M, 4]
+        boxes = np.median(windows, axis=0)
+    return boxes
+
+
+def crop_box_for_video(frames: Iterable[np.ndarray], *, detector: FaceDetector | None = None,
+                       increase: float = 0.1, border: BorderMode = "fit", stride: int = 1,
+                       name: str = "the video") -> CropBox:
+    """One crop box for a whole clip: union of the tracked face boxes, VoxCeleb-enlarged.
+
+    Frames are consumed one at a time (a lazy video reader is fine).
+
+    Args:
+        frames: iterable of ``[H, W, 3]`` RGB frames, all the same size.
+        detector: a face detector; None builds ``choose_detector("auto")``.
+        increase: VoxCeleb enlargement per side.
+        border: see :func:`fit_box`.
+        stride: run the detector on every ``stride``-th frame (frame 0 always).
+        name: what to call the clip in the error message.
+
+    Raises:
+        NoFaceError: no face was found in any analysed frame.
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}.")
+    det = detector if detector is not None else choose_detector("auto")
+    shape: tuple[int, int] | None = None
+    per_frame: list[list[FaceDetection]] = []
+    for i, frame in enumerate(frames):
+        if shape is None:
+            shape = frame.shape[:2]
+        elif frame.shape[:2] != shape:
+            raise ValueError(f"frame {i} of {name} has size {frame.shape[:2]}, expected {shape}.")
+        if i % stride == 0:
+            per_frame.append(det.detect(frame))
+    if shape is None:
+        raise ValueError(f"{name} has no frames.")
+    boxes = track_face_boxes(per_frame)
+    if len(boxes) == 0:
+        raise NoFaceError(f"no face was found in {name}.")
+    logger.info("%s: face in %d of %d analysed frames", name, len(boxes), len(per_frame))
+    return crop_box_from_faces(boxes, shape[0], shape[1], increase=increase, border=border)
+
+
+def apply_crop(frame: np.ndarray, box: CropBox, size: int = 256, *, pad_mode: PadMode = "edge") -> np.ndarray:
+    """Cut the box out of a frame (padding where it leaves the frame) and resize to ``size``.
+
+    Resizing follows video-preprocessing: ``skimage.transform.resize`` with anti-aliasing.
+
+    Args:
+        frame: ``[H, W, 3]`` RGB (uint8 or float in [0, 1]).
+        box: the square crop box.
+        size: output side.
+        pad_mode: ``"edge"`` repeats the border pixels, ``"constant"`` pads with black.
+
+    Returns:
+        ``[size, size, 3]`` uint8.
+    """
+    from skimage.transform import resize
+
+    if pad_mode not in ("edge", "constant"):
+        raise ValueError(f"pad_mode must be 'edge' or 'constant', got {pad_mode!r}.")
+    if size < 1:
+        raise ValueError(f"crop size must be positive, got {size}.")
+    rgb = as_rgb_uint8(frame)  # [H, W, 3]
+    h, w = rgb.shape[:2]
+    ix0, iy0 = max(box.x0, 0), max(box.y0, 0)
+    ix1, iy1 = min(box.x1, w), min(box.y1, h)
+    if ix0 >= ix1 or iy0 >= iy1:
+        raise ValueError(f"crop box {box} does not overlap the {w}x{h} frame.")
+    patch = rgb[iy0:iy1, ix0:ix1]
+    pads = ((iy0 - box.y0, box.y1 - iy1), (ix0 - box.x0, box.x1 - ix1), (0, 0))
+    if any(p for ax in pads for p in ax):
+        patch = np.pad(patch, pads, mode=pad_mode)  # [side, side, 3]
+    if box.side == size:
+        return np.ascontiguousarray(patch)
+    out = resize(patch, (size, size), order=1, anti_aliasing=box.side > size, preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def is_video_path(path: str) -> bool:
+    """Whether a path names a video (by extension)."""
+    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image file as RGB uint8, applying the EXIF orientation (phone photos).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+
+    Returns:
+        ``[H, W, 3]`` uint8.
+    """
+    import imageio.v3 as iio3
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"input file {path} does not exist.")
+    try:
+        img = iio3.imread(path, plugin="pillow", rotate=True)
+    except (OSError, ValueError, TypeError):  # a format Pillow cannot read: let imageio pick a plugin
+        img = iio3.imread(path)
+    return as_rgb_uint8(img)
+
+
+def add_crop_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``mrfa crop`` options to a (sub)parser and return it."""
+    parser.add_argument("--input", required=True, help="image or video to crop")
+    parser.add_argument("--output", required=True, help="output image, or .mp4 for a video input")
+    parser.add_argument("--size", type=int, default=256, help="output side in pixels (default 256)")
+    parser.add_argument("--detector", choices=["auto", "dlib", "face_alignment"], default="auto",
+                        help="face detector; auto uses face_alignment if its weights are present, else dlib")
+    parser.add_argument("--increase", type=float, default=0.1,
+                        help="VoxCeleb enlargement of the face box per side (default 0.1)")
+    parser.add_argument("--border", choices=["fit", "shift", "pad"], default="fit",
+                        help="when the crop leaves the frame: fit = shift it inside and shrink it to the frame "
+                        "if needed (no padding, default); shift = shift inside, pad only if larger than the frame; "
+                        "pad = keep it centred on the face and pad")
+    parser.add_argument("--pad-mode", choices=["edge", "constant"], default="edge",
+                        help="padding for parts of the crop outside the frame (default edge)")
+    parser.add_argument("--stride", type=int, default=1, help="detect faces on every N-th video frame (default 1)")
+    parser.add_argument("--box-json", default=None,
+                        help="also write the crop box and frame size as JSON (for paste-back)")
+    return parser
+
+
+def _write_box_json(path: str, box: CropBox, height: int, width: int, size: int, detector: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({**box.to_dict(), "frame_height": height, "frame_width": width, "size": size,
+                   "detector": detector}, f, indent=2)
+
+
+def run_crop(args: argparse.Namespace) -> int:
+    """Run ``mrfa crop``: detect, crop to a VoxCeleb-style square, write image or mp4.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        FileNotFoundError: the input does not exist.
+        NoFaceError: no face was found in the input.
+        ValueError: inconsistent options (e.g. a video input with a non-mp4 output).
+    """
+    import imageio.v2 as iio
+
+    src, dst = str(args.input), str(args.output)
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"input file {src} does not exist.")
+    if args.size < 1:
+        raise ValueError(f"--size must be positive, got {args.size}.")
+    video = is_video_path(src)
+    if video and os.path.splitext(dst)[1].lower() != ".mp4":
+        raise ValueError(f"the input {src} is a video, so the output {dst} must end in .mp4.")
+    if not video and is_video_path(dst):
+        raise ValueError(f"the input {src} is an image, so the output {dst} must be an image file.")
+    if video and args.size % 2:
+        raise ValueError(f"--size must be even for mp4 output (yuv420p), got {args.size}.")
+    detector = choose_detector(args.detector)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    if not video:
+        img = read_image(src)
+        box = crop_box_for_image(img, detector=detector, increase=args.increase, border=args.border, name=src)
+        iio.imwrite(dst, apply_crop(img, box, args.size, pad_mode=args.pad_mode))
+        height, width = img.shape[:2]
+    else:
+        reader = iio.get_reader(src)
+        try:
+            fps = float(reader.get_meta_data().get("fps", 25.0))
+            box = crop_box_for_video((as_rgb_uint8(f) for f in reader), detector=detector, increase=args.increase,
+                                     border=args.border, stride=args.stride, name=src)
+        finally:
+            reader.close()
+        reader = iio.get_reader(src)
+        writer = iio.get_writer(dst, fps=fps, codec="libx264", quality=None, macro_block_size=1,
+                                ffmpeg_params=["-crf", "18"])
+        height = width = 0
+        try:
+            for frame in reader:
+                rgb = as_rgb_uint8(frame)
+                height, width = rgb.shape[:2]
+                writer.append_data(apply_crop(rgb, box, args.size, pad_mode=args.pad_mode))
+        finally:
+            writer.close()
+            reader.close()
+    if args.box_json:
+        _write_box_json(args.box_json, box, height, width, args.size, detector.name)
+    logger.info("cropped %s -> %s with box %s", src, dst, box)
+    return 0

@@ -1,0 +1,54 @@
+"""TPS keypoint detector (TPSMM, Zhao & Zhang CVPR 2022), MRFA's ``prior_model = tpsm`` encoder.
+
+Paper box: "keypoint detector" of the thin-plate-spline motion prior. A ResNet-18 regresses
+``num_tps * 5`` keypoints directly from the full image (fc 512 -> num_tps * 10, ``2 * sigmoid - 1``);
+consecutive groups of 5 points are the control points of one TPS transformation. No jacobians.
+The backbone is ``fg_encoder`` as in the official state_dict (``encoder.fg_encoder.*``).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from mrfa.nn.resnet import ResNet18
+from mrfa.types import Keypoints
+
+POINTS_PER_TPS = 5
+
+
+class TPSKeypointDetector(nn.Module):
+    """ResNet-18 regressor of ``K = 5 * num_tps`` keypoints in (-1, 1), grouped 5 per TPS.
+
+    Args:
+        num_tps: number of TPS transformations.
+        num_channels: image channels.
+
+    ``forward(image [B, C, H, W])`` returns ``Keypoints(value [B, K, 2], jacobian=None)``.
+    """
+
+    def __init__(self, *, num_tps: int = 10, num_channels: int = 3) -> None:
+        super().__init__()
+        self.num_tps = num_tps
+        self.num_kp = num_tps * POINTS_PER_TPS
+        self.fg_encoder = ResNet18(in_channels=num_channels, num_outputs=self.num_kp * 2)
+
+    def forward(self, image: Tensor, trace: Optional[dict[str, Any]] = None) -> Keypoints:
+        """Detect keypoints; with ``trace`` a dict, store the raw ``fc_out`` [B, 2K] there."""
+        out = self.fg_encoder(image)  # [B, 2K]
+        if trace is not None:
+            trace["fc_out"] = out
+        value = (torch.sigmoid(out) * 2 - 1).view(out.shape[0], self.num_kp, 2)  # [B, K, 2]
+        return Keypoints(value=value, jacobian=None)
+
+
+def tps_detector_kwargs_from_official(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Constructor kwargs from the official resolved config (its ``tpsm_kp_detector`` section).
+
+    Args:
+        cfg: the whole official config dict (e.g. a fixture's ``meta['config']``).
+    """
+    if "tpsm_kp_detector" not in cfg:
+        raise KeyError("official config has no 'tpsm_kp_detector' section")
+    return dict(num_tps=int(cfg["tpsm_kp_detector"]["num_tps"]))

@@ -1,0 +1,81 @@
+"""Coordinate conventions used by MRFA, in one place.
+
+Two conventions coexist in the official model (spec section 5.1), and both are reproduced:
+
+* normalised grids in [-1, 1] read by ``grid_sample(align_corners=False)``: the dense-motion prior
+  (``deformation``), the coarse feature warp and the equivariance transform;
+* pixel flows read with ``align_corners=True``: the refinement path. Pixel ``p`` of an ``n``-pixel axis
+  maps to ``2 p / (n - 1) - 1``. Flows are [B, 2, h, w] displacements, channel 0 = x (column),
+  channel 1 = y (row): driving pixel (x, y) samples the source at (x + u, y + v).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def coords_grid(batch: int, height: int, width: int, *, device=None, dtype=torch.float32) -> Tensor:
+    """Integer pixel grid [B, 2, H, W]; channel 0 = x, channel 1 = y."""
+    ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=dtype),
+                            torch.arange(width, device=device, dtype=dtype), indexing="ij")
+    return torch.stack([xs, ys], dim=0)[None].expand(batch, 2, height, width)
+
+
+def bilinear_sample_px(image: Tensor, coords: Tensor) -> Tensor:
+    """Sample ``image`` [B, C, H, W] at pixel coordinates ``coords`` [B, h, w, 2] (x, y).
+
+    align_corners=True convention, zero padding. Returns [B, C, h, w].
+    """
+    height, width = image.shape[-2:]
+    x, y = coords.split(1, dim=-1)
+    x = 2 * x / (width - 1) - 1
+    y = 2 * y / (height - 1) - 1
+    return F.grid_sample(image, torch.cat([x, y], dim=-1), align_corners=True)
+
+
+def warp(feature: Tensor, flow: Tensor) -> Tensor:
+    """Backward-warp ``feature`` [B, C, h, w] with a pixel flow [B, 2, h, w] (align_corners=True, zeros)."""
+    b, _, h, w = flow.shape
+    coords = coords_grid(b, h, w, device=flow.device, dtype=flow.dtype) + flow  # [B, 2, h, w]
+    return bilinear_sample_px(feature, coords.permute(0, 2, 3, 1))
+
+
+def resize(x: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Bilinear resize with align_corners=True (the official ``rs``); identity when the size matches."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+def up2(x: Tensor) -> Tensor:
+    """Bilinear x2 upsampling with align_corners=True."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+
+
+def resize_grid(grid: Tensor, size: int) -> Tensor:
+    """Resize a normalised sampling grid [B, h, w, 2] channels-first (bilinear, align_corners=True)."""
+    if grid.shape[1] == size and grid.shape[2] == size:
+        return grid
+    return resize(grid.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
+
+
+def grid_to_pixel_flow(grid: Tensor) -> Tensor:
+    """Normalised grid [B, h, w, 2] -> pixel flow [B, 2, h, w] with ``(n - 1) (g + 1) / 2 - id``.
+
+    This is the official conversion (an align_corners=True reading of an align_corners=False grid;
+    spec section 5.1, reproduced as is).
+    """
+    b, h, w, _ = grid.shape
+    scale = torch.tensor([w - 1, h - 1], device=grid.device, dtype=grid.dtype)
+    pixels = scale * (grid + 1) / 2  # [B, h, w, 2]
+    return pixels.permute(0, 3, 1, 2) - coords_grid(b, h, w, device=grid.device, dtype=grid.dtype)
+
+
+def pixel_flow_to_grid(flow: Tensor) -> Tensor:
+    """Inverse of :func:`grid_to_pixel_flow`: pixel flow [B, 2, h, w] -> normalised grid [B, h, w, 2]."""
+    b, _, h, w = flow.shape
+    pixels = coords_grid(b, h, w, device=flow.device, dtype=flow.dtype) + flow
+    scale = torch.tensor([w - 1, h - 1], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
+    return (2 * pixels / scale - 1).permute(0, 2, 3, 1)
