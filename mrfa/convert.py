@@ -1,0 +1,28 @@
+"""``mrfa convert`` / ``tools/convert_official.py``: official MRFA checkpoint -> mrfa snapshot."""
+from __future__ import annotations
+
+import argparse
+
+from .checkpoint import convert_official
+from .config import load_config, load_official_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="official checkpoint ({'model': state_dict} with or without 'module.')")
+    parser.add_argument("output", help="where to write the mrfa snapshot (.pt)")
+    parser.add_argument("--config", default=None,
+                        help="config to build with: one of ours (configs/*.yaml) or an official YAML; "
+                             "default: inferred from the checkpoint's key names (official 256 px sizes)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = None
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ValueError:
+            config = load_official_config(args.config)
+    cfg = convert_official(args.input, args.output, config)
+    m = cfg.model
+    print(f"wrote {args.output}: prior {m.prior}, background {m.background}, prior_only {m.refinement.prior_only}")
+    return 0
