@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""MRFA benchmarks, one tool with subcommands.
+
+  python tools/benchmark.py forward [--config configs/vox256.yaml] [--batch 1 8] [--device cpu cuda]
+      full forward (inference mode): frames/s, peak memory, FLOPs per frame by component.
+  python tools/benchmark.py train-step [--config ...] [--batch N]   one optimisation step (see mrfa.training)
+  python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (mrfa.inference.bench)
+
+Each measurement runs in a fresh subprocess so CPU peak RSS is per configuration. Timings are medians over
+``--repeats`` runs after one warm-up. The model is randomly initialised (speed does not depend on the weights).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure_forward(config: str, batch: int, device: str, repeats: int, flops: bool) -> dict:
+    """Run in a child process: build, warm up, time ``repeats`` forwards; report peak memory."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import mrfa
+
+    cfg = mrfa.load_config(config)
+    torch.manual_seed(0)
+    model = mrfa.build_model(cfg).to(device).eval()
+    size = cfg.model.image_size
+    src = torch.rand(batch, 3, size, size, device=device)
+    drv = torch.rand(batch, 3, size, size, device=device)
+    result: dict = dict(config=config, batch=batch, device=device, size=size,
+                        threads=torch.get_num_threads())
+    if flops:
+        counter = FlopCounterMode(display=False, depth=99)
+        with torch.inference_mode(), counter:
+            model(src[:1], drv[:1])
+        counts = {k: sum(v.values()) for k, v in counter.get_flop_counts().items() if k.startswith("MRFA.")}
+        # group the leaf modules by component (methods such as generator.encode are not module calls);
+        # the rest is functional work: attention and correlation matmuls
+        leaves = [k for k in counts if not any(o.startswith(k + ".") for o in counts)]
+        groups: dict = {}
+        for k in leaves:
+            name = ".".join(k.split(".")[1:3]) if k.startswith("MRFA.refiner.") else k.split(".")[1]
+            groups[name] = groups.get(name, 0) + counts[k]
+        total = counter.get_total_flops()
+        groups["functional (attention, correlation)"] = total - sum(groups.values())
+        result["gflop_per_frame"] = total / 1e9
+        result["gflop_by_module"] = {k: v / 1e9 for k, v in groups.items()}
+    base_rss = _rss_mib()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated() / 2**20
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            _sync(device)
+            t0 = time.perf_counter()
+            model(src, drv)
+            _sync(device)
+            if i:
+                times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    result.update(seconds_per_batch=t, frames_per_second=batch / t)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.update(peak_rss_mib=peak_rss, activation_rss_mib=peak_rss - base_rss)
+    if device.startswith("cuda"):
+        result.update(peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20,
+                      activation_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 - base_cuda,
+                      gpu=torch.cuda.get_device_name())
+    return result
+
+
+def _child(args: argparse.Namespace, extra: list[str]) -> dict:
+    cmd = [sys.executable, __file__, "_child-" + args.command, *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    import torch
+
+    devices = [d for d in args.device if d == "cpu" or torch.cuda.is_available()]
+    skipped = sorted(set(args.device) - set(devices))
+    print(f"# MRFA forward benchmark: {args.config}; torch {torch.__version__}"
+          + (f"; skipped (not available): {', '.join(skipped)}" if skipped else ""))
+    rows = []
+    for device in devices:
+        for i, batch in enumerate(args.batch):
+            extra = ["--config", args.config, "--batch", str(batch), "--device", device,
+                     "--repeats", str(args.repeats)] + (["--flops"] if i == 0 and device == devices[0] else [])
+            r = _child(args, extra)
+            rows.append(r)
+            mem = (f"peak CUDA {r['peak_cuda_mib']:.0f} MiB (activations {r['activation_cuda_mib']:.0f})"
+                   if "peak_cuda_mib" in r else
+                   f"peak RSS {r['peak_rss_mib']:.0f} MiB (forward adds {r['activation_rss_mib']:.0f})")
+            print(f"{device:5s} batch {batch:2d}: {r['frames_per_second']:7.2f} frames/s "
+                  f"({r['seconds_per_batch'] * 1000:8.1f} ms/batch, {r['threads']} threads), {mem}")
+            if "gflop_per_frame" in r:
+                parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["gflop_by_module"].items(), key=lambda kv: -kv[1]))
+                print(f"      FLOPs per frame: {r['gflop_per_frame']:.1f} GFLOP ({parts})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    from mrfa.inference import bench
+
+    return int(bench.run(args) or 0)
+
+
+def cmd_train_step(args: argparse.Namespace) -> int:
+    from mrfa.training import bench
+
+    return int(bench.run(args) or 0)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_child-"):
+        p = argparse.ArgumentParser()
+        p.add_argument("--config"), p.add_argument("--batch", type=int), p.add_argument("--device")
+        p.add_argument("--repeats", type=int), p.add_argument("--flops", action="store_true")
+        a = p.parse_args(sys.argv[2:])
+        print(json.dumps(measure_forward(a.config, a.batch, a.device, a.repeats, a.flops)))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("forward", help="full forward: frames/s, peak memory, FLOPs")
+    f.add_argument("--config", default=str(ROOT / "configs" / "vox256.yaml"))
+    f.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    f.add_argument("--device", nargs="+", default=["cpu", "cuda"])
+    f.add_argument("--repeats", type=int, default=2)
+    f.add_argument("--json", default=None, help="also write the rows as JSON here")
+    f.set_defaults(func=cmd_forward)
+    try:
+        from mrfa.inference import bench as animate_bench
+
+        a = sub.add_parser("animate", help="per-frame animation cost (source cached vs recomputed), memory")
+        animate_bench.add_arguments(a)
+        a.set_defaults(func=cmd_animate)
+    except ImportError:
+        pass
+    try:
+        from mrfa.training import bench as train_bench
+
+        t = sub.add_parser("train-step", help="training step time and peak memory")
+        train_bench.add_arguments(t)
+        t.set_defaults(func=cmd_train_step)
+    except ImportError:
+        pass
+    args = parser.parse_args()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
