@@ -11,6 +11,8 @@ setup(
     install_requires=[
         "torch>=2.1",
         "numpy",
+        "scipy",
+        "pillow",
         "scikit-image",
         "imageio",
         "imageio-ffmpeg",

@@ -23,6 +23,7 @@ from mrfa.inference.crop import (
     crop_box_from_faces,
     enlarge_to_square,
     fit_box,
+    read_image,
     run_crop,
     track_face_boxes,
     union_boxes,
@@ -31,6 +32,7 @@ from mrfa.inference.face import (
     DetectorUnavailableError,
     FaceDetection,
     NoFaceError,
+    as_rgb_uint8,
     choose_detector,
     landmarks_plausible,
 )
@@ -131,6 +133,24 @@ def test_cropbox_json_roundtrip_and_validation():
     assert (b.x1, b.y1) == (96, 106)
     with pytest.raises(ValueError):
         CropBox(0, 0, 0)
+
+
+def test_as_rgb_uint8_and_read_image_exif(tmp_path):
+    assert as_rgb_uint8(np.full((4, 5), 7, np.uint8)).shape == (4, 5, 3)
+    assert as_rgb_uint8(np.zeros((4, 5, 4), np.uint8)).shape == (4, 5, 3)
+    assert as_rgb_uint8(np.full((2, 2, 3), 0.5))[0, 0, 0] == 128
+    assert as_rgb_uint8(np.full((2, 2, 3), 65535, np.uint16))[0, 0, 0] == 255
+    with pytest.raises(ValueError):
+        as_rgb_uint8(np.zeros((4, 5, 2)))
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise for display
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(path, exif=exif)
+    assert read_image(str(path)).shape == (20, 10, 3)
+    with pytest.raises(FileNotFoundError, match="nope.jpg"):
+        read_image(str(tmp_path / "nope.jpg"))
 
 
 # --------------------------------------------------------------------------- crop and paste

@@ -143,8 +143,7 @@ class FramesDataset:
                  id_sampling: bool = False, split_len: Optional[int] = None, is_train: bool = True,
                  augmentation: Optional[AugmentationParams] = None, seed: Optional[int] = None) -> None:
         self.root = Path(root)
-        if frame_shape is not None and (len(frame_shape) not in (2, 3) or (len(frame_shape) == 3 and
-                                                                          frame_shape[2] != 3)):
+        if frame_shape is not None and (len(frame_shape) not in (2, 3) or tuple(frame_shape[2:]) not in ((), (3,))):
             raise ValueError(f"frame_shape must be (H, W) or (H, W, 3), got {tuple(frame_shape)}")
         self.frame_size: Optional[tuple[int, int]] = (
             None if frame_shape is None else (int(frame_shape[0]), int(frame_shape[1])))

@@ -101,8 +101,9 @@ def make_identity(template: FaceTemplate, size: int, rng: np.random.Generator, n
     lm = {"eyes": np.array(template.eyes, np.float64), "mouth": np.array(template.mouth, np.float64),
           "chin": np.array(template.chin, np.float64), "centre": np.array(template.centre, np.float64)}
     if template.name == "cameraman":  # colourise: random warm/cool tint of the grey image
-        tint = np.array([1.0, rng.uniform(0.75, 0.95), rng.uniform(0.55, 0.85)], np.float32)
-        img = img * (tint[::-1] if rng.random() < 0.3 else tint)  # warm (sepia) or cool
+        warm = np.array([1.0, rng.uniform(0.75, 0.95), rng.uniform(0.55, 0.85)], np.float32)  # sepia-like
+        cool = np.array([rng.uniform(0.8, 0.92), rng.uniform(0.9, 1.0), 1.0], np.float32)
+        img = img * (cool if rng.random() < 0.3 else warm)
     if rng.random() < 0.5:  # mirror the face
         img = img[:, ::-1]
         for key in lm:

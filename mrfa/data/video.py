@@ -146,7 +146,7 @@ def read_image(path: PathLike) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        array = iio.imread(path, index=0)
+        array = iio.imread(path, index=0, plugin="pillow")  # explicit: no slow trial of every imageio plugin
     except _DECODE_ERRORS as err:
         raise VideoReadError(f"could not decode image {path}: {err}") from err
     try:
@@ -266,6 +266,17 @@ def video_info(path: PathLike) -> VideoInfo:
     return VideoInfo("strip", width // height, None, height, height, False)
 
 
+def _frame_source(path: Path, kind: str) -> Iterator[np.ndarray]:
+    """Iterator over the frames of a video of a known kind (uint8 [H, W, 3], possibly read-only views)."""
+    if kind == "ffmpeg":
+        return _ffmpeg_frames(path)
+    if kind == "folder":
+        return (read_image(f) for f in list_frame_files(path))
+    if kind == "gif":
+        return iter(_read_gif(path))
+    return iter(_strip_frames(read_image(path), path))
+
+
 def iter_video_frames(path: PathLike, *, size: Optional[Size] = None) -> Iterator[np.ndarray]:
     """Yield the frames of a video one at a time as ``uint8 [H, W, 3]`` (memory stays flat for ffmpeg files and
     folders; gifs and strips are small and decoded at once).
@@ -275,17 +286,8 @@ def iter_video_frames(path: PathLike, *, size: Optional[Size] = None) -> Iterato
         VideoReadError: the video cannot be decoded or has no frames (raised when iteration reaches it).
     """
     path = Path(path)
-    kind = video_kind(path)
     count = 0
-    if kind == "ffmpeg":
-        source: Iterator[np.ndarray] = _ffmpeg_frames(path)
-    elif kind == "folder":
-        source = (read_image(f) for f in list_frame_files(path))
-    elif kind == "gif":
-        source = iter(_read_gif(path))
-    else:
-        source = iter(_strip_frames(read_image(path), path))
-    for frame in source:
+    for frame in _frame_source(path, video_kind(path)):
         count += 1
         yield resize_frame(frame, size) if size is not None else np.array(frame)
     if count == 0:
@@ -297,9 +299,13 @@ def read_video(path: PathLike, *, size: Optional[Size] = None) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the path does not exist.
-        VideoReadError: the video cannot be decoded or has no frames.
+        VideoReadError: the video cannot be decoded, has no frames, or frames of different sizes (without size).
     """
-    return np.stack(list(iter_video_frames(path, size=size)))
+    frames = list(iter_video_frames(path, size=size))
+    shapes = sorted({f.shape for f in frames})
+    if len(shapes) > 1:
+        raise VideoReadError(f"frames of {path} have different sizes {shapes}; pass size= to resize them")
+    return np.stack(frames)
 
 
 def read_frames(path: PathLike, indices: Sequence[int], *, size: Optional[Size] = None,
@@ -337,12 +343,8 @@ def read_frames(path: PathLike, indices: Sequence[int], *, size: Optional[Size] 
                 raise VideoReadError(f"frame {i} is past the end of {path} ({len(files)} frames)")
             got[i] = read_image(files[min(i, len(files) - 1)])
     else:
-        last = max(wanted)
-        needed = set(wanted)
-        if kind == "ffmpeg":
-            source: Iterator[np.ndarray] = _ffmpeg_frames(path)
-        else:
-            source = iter(_read_gif(path) if kind == "gif" else _strip_frames(read_image(path), path))
+        needed, last = set(wanted), max(wanted)
+        source = _frame_source(path, kind)
         prev: Optional[np.ndarray] = None
         n = 0
         for n, frame in enumerate(source, start=1):
@@ -353,7 +355,7 @@ def read_frames(path: PathLike, indices: Sequence[int], *, size: Optional[Size] 
                 break
         close = getattr(source, "close", None)
         if close is not None:
-            close()  # stop ffmpeg early
+            close()  # stops ffmpeg early
         if prev is None:
             raise VideoReadError(f"video {path} contains no frames")
         missing = needed.difference(got)
