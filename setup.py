@@ -1,4 +1,21 @@
+import os
+
 from setuptools import find_packages, setup
+
+
+def _cuda_extension():
+    """Optional ahead-of-time build of the correlation-lookup kernel: MRFA_BUILD_EXT=1 pip install
+    --no-build-isolation -e . (needs a CUDA torch and nvcc). Otherwise it is JIT-built on first CUDA use."""
+    if os.environ.get("MRFA_BUILD_EXT") != "1":
+        return {}
+    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+
+    csrc = "mrfa/ops/corr_lookup/csrc"
+    ext = CUDAExtension("mrfa.ops.corr_lookup._C", [f"{csrc}/corr_lookup.cpp", f"{csrc}/corr_lookup_kernel.cu"],
+                        include_dirs=[os.path.abspath(csrc)],
+                        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "-lineinfo"]})
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
+
 
 setup(
     name="mrfa",
@@ -6,7 +23,7 @@ setup(
     description="Learning Motion Refinement for Unsupervised Face Animation (MRFA, NeurIPS 2023): "
     "a faithful, tested re-implementation",
     packages=find_packages(include=["mrfa", "mrfa.*"]),
-    package_data={"mrfa": ["configs/*.yaml", "ops/corr_lookup/csrc/*"]},
+    package_data={"mrfa": ["ops/corr_lookup/csrc/*"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",
@@ -25,4 +42,5 @@ setup(
         "face": ["face-alignment"],
     },
     entry_points={"console_scripts": ["mrfa=mrfa.cli:main"]},
+    **_cuda_extension(),
 )

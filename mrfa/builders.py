@@ -57,7 +57,8 @@ def build_model(cfg: ModelConfig | ExperimentConfig) -> MRFA:
                             max_features=s.max_features, num_blocks=s.num_blocks, structure_kp_variance=s.kp_variance,
                             corr_levels=r.corr_levels, corr_radius=r.corr_radius, context_dim=r.context_dim,
                             hidden_dim=r.hidden_dim, prior_only=r.prior_only, flow_init=r.flow_init,
-                            final_warp=r.final_warp, corr_impl=r.corr_impl)
+                            final_warp=r.final_warp, corr_impl=r.corr_impl,
+                            corr_mode=r.corr_mode)
     use_prior = r.prior_only or r.flow_init == "prior"
     model = MRFA(kp_detector=build_kp_detector(m), dense_motion=build_dense_motion(m) if use_prior else None,
                 generator=generator, refiner=refiner,

@@ -100,7 +100,10 @@ class RefinementConfig:
 
     final_warp: 'prior_flow' (official: the image warp uses the flow entering the last level) or 'refined'
     (our fix: use the last refined flow). flow_init: 'prior' (official) or 'correlation' (soft-argmax of the
-    volume; occlusion logits start at 0; our option).
+    volume; occlusion logits start at 0; our option). corr_impl: lookup implementation ('auto': the CUDA kernel
+    when the tensors are on a GPU and it builds, else the PyTorch reference; 'cuda' fails loudly; 'torch').
+    corr_mode: 'volume' (pyramids materialised once per forward) or 'onthefly' (memory-light, no 4D volume;
+    same outputs up to float rounding).
     """
 
     prior_only: bool = False
@@ -110,7 +113,8 @@ class RefinementConfig:
     hidden_dim: int = 128
     flow_init: Literal["prior", "correlation"] = "prior"
     final_warp: Literal["prior_flow", "refined"] = "prior_flow"
-    corr_impl: Literal["auto", "torch"] = "auto"
+    corr_impl: Literal["auto", "cuda", "torch"] = "torch"  # auto/cuda: opt-in until validated on a GPU
+    corr_mode: Literal["volume", "onthefly"] = "volume"
 
 
 @dataclass
@@ -148,6 +152,9 @@ class DataConfig:
     num_repeats: int = 150
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     synthetic: bool = False  # generate the embedded synthetic dataset into root when it is missing
+    synthetic_train: int = 40  # clips of the generated train split (data.synthetic only)
+    synthetic_test: int = 8  # clips of the generated test split (identities unseen in train)
+    synthetic_frames: int = 32  # frames per generated clip
     num_workers: int = 4
 
 
@@ -206,9 +213,12 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     max_steps: Optional[int] = None  # stop early after this many optimiser steps
+    max_minutes: Optional[float] = None  # stop early (checkpoint, snapshot, video) after this much training time
     checkpoint_every: int = 1000  # steps between training-state checkpoints (and one at the end)
     log_every: int = 10
     image_every: int = 200
+    deterministic: bool = False  # torch.use_deterministic_algorithms (+ cuDNN deterministic) for exact reruns
+    final_video: bool = True  # write reconstruction.mp4 (source | driving | prediction) of a test clip at the end
 
 
 @dataclass

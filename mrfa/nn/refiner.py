@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.corr_lookup import corr_lookup
-from ..ops.correlation import corr_volume, pool_driving, source_pyramid
+from ..ops.corr_lookup import corr_lookup, corr_lookup_onthefly
+from ..ops.correlation import CorrelationState, corr_volume, correlation_state
 from ..ops.grid import coords_grid, grid_to_pixel_flow, pixel_flow_to_grid, resize, resize_grid, up2, warp
 from ..types import DenseMotion
 from .blocks import kp2gaussian
@@ -62,10 +62,12 @@ class MotionRefiner(nn.Module):
                  context_dim: int = 192, hidden_dim: int = 128, prior_only: bool = False,
                  flow_init: Literal["prior", "correlation"] = "prior",
                  final_warp: Literal["prior_flow", "refined"] = "prior_flow",
-                 corr_impl: Literal["auto", "torch"] = "auto") -> None:
+                 corr_impl: Literal["auto", "cuda", "torch"] = "torch",
+                 corr_mode: Literal["volume", "onthefly"] = "volume") -> None:
         super().__init__()
         self.num_kp, self.grid_size, self.prior_only = num_kp, grid_size, prior_only
         self.flow_init, self.final_warp, self.corr_impl = flow_init, final_warp, corr_impl
+        self.corr_mode = corr_mode
         self.corr_levels, self.corr_radius = corr_levels, corr_radius
         self.kp_variance = structure_kp_variance
         if prior_only:
@@ -92,21 +94,24 @@ class MotionRefiner(nn.Module):
         return SourceStructure(key=key, struct_in=struct_in, hourglass=hourglass)
 
     # ------------------------------------------------------------------ lookup
-    def _lookup(self, volume: Tensor, pyramids: dict, flow: Tensor, basic: int) -> Tensor:
-        """Correlation features [B, L*(2r+1)^2, r, r] around ``flow`` (spec 4.1)."""
-        g, r = self.grid_size, flow.shape[-1]
+    def _lookup(self, volume: Optional[Tensor], pyramids: CorrelationState, flow: Tensor, basic: int) -> Tensor:
+        """Correlation features [B, L*(2r+1)^2, r, r] around ``flow`` (spec 4.1).
+
+        Grids up to the motion grid g look up the volume pooled over the driving grid by f = g / r; finer
+        grids look up at g and resize the features. ``pyramids`` holds everything prebuilt for this forward.
+        """
+        g, r, b = self.grid_size, flow.shape[-1], flow.shape[0]
         if r <= g:
             f = g // r  # driving-side pooling factor
-            if f not in pyramids:
-                pyramids[f] = source_pyramid(pool_driving(volume, f), self.corr_levels)
-            b = flow.shape[0]
             centre = (flow + coords_grid(b, r, r, device=flow.device, dtype=flow.dtype)) * f
-            return corr_lookup(pyramids[f], centre, self.corr_radius, impl=self.corr_impl)
-        if 1 not in pyramids:
-            pyramids[1] = source_pyramid(volume, self.corr_levels)
-        b = flow.shape[0]
-        centre = resize(flow, g) * (g / r) + coords_grid(b, g, g, device=flow.device, dtype=flow.dtype)
-        return resize(corr_lookup(pyramids[1], centre, self.corr_radius, impl=self.corr_impl), r)
+        else:
+            f = 1
+            centre = resize(flow, g) * (g / r) + coords_grid(b, g, g, device=flow.device, dtype=flow.dtype)
+        if pyramids.mode == "onthefly":
+            corr = corr_lookup_onthefly(pyramids.queries[f], pyramids.keys, centre, self.corr_radius)
+        else:
+            corr = corr_lookup(pyramids.pyramids[f], centre, self.corr_radius, impl=self.corr_impl)
+        return corr if r <= g else resize(corr, r)
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: list[Tensor], source: Tensor, kp_driving: Tensor, dense: Optional[DenseMotion],
@@ -127,7 +132,8 @@ class MotionRefiner(nn.Module):
             source_structure = self.encode_source(kp_source, img_down)
         drv_in = self.structure_input(kp_driving)
         drv_hourglass, query = self.driving(drv_in)
-        volume = corr_volume(query, source_structure.key)  # [B, g, g, g, g] fp32
+        # the full volume is only needed by the correlation initialisation; lookups use prebuilt pyramids
+        volume = corr_volume(query, source_structure.key) if self.flow_init == "correlation" else None
         if trace is not None:
             trace.update(struct_src_in=source_structure.struct_in, struct_src_hourglass=source_structure.hourglass,
                          key_src=source_structure.key, struct_drv_in=drv_in, struct_drv_hourglass=drv_hourglass,
@@ -136,7 +142,8 @@ class MotionRefiner(nn.Module):
         init_flow, init_occ, deformation = self._initial_motion(volume, dense)
         resolutions = [f.shape[-1] for f in features]
         basic = resolutions.index(self.grid_size)
-        pyramids: dict = {}
+        pyramids = correlation_state(query, source_structure.key, {max(self.grid_size // r, 1) for r in resolutions},
+                                     self.corr_levels, self.corr_mode)  # built once per forward
         flow = resize(init_flow, resolutions[0]) * (resolutions[0] / self.grid_size)
         occ_in = resize(init_occ, resolutions[0])
         acc_flow = acc_occ = None
@@ -174,7 +181,7 @@ class MotionRefiner(nn.Module):
             trace["warp_img"] = warp_img
         return out._replace(warp_img=warp_img)
 
-    def _initial_motion(self, volume: Tensor, dense: Optional[DenseMotion]) -> tuple[Tensor, Tensor, Tensor]:
+    def _initial_motion(self, volume: Optional[Tensor], dense: Optional[DenseMotion]) -> tuple[Tensor, Tensor, Tensor]:
         """(pixel flow [B,2,g,g], occlusion logits [B,1,g,g], normalised grid [B,g,g,2]) to start from."""
         if self.flow_init == "prior":
             return grid_to_pixel_flow(dense.deformation), dense.occlusion, dense.deformation
