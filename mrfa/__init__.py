@@ -10,5 +10,16 @@ from .config import ConfigError, ExperimentConfig, load_config, load_official_co
 from .nn.mrfa import MRFA  # noqa: E402
 from .types import Keypoints, MRFAOutput  # noqa: E402
 
-__all__ = ["build_model", "load_checkpoint", "save_snapshot", "load_config", "load_official_config", "MRFA",
+
+
+def __getattr__(name: str):
+    # media-level API, imported lazily so `import mrfa` does not load imageio / face backends
+    if name == "Animator":
+        from .inference.animate import Animator
+
+        return Animator
+    raise AttributeError(f"module 'mrfa' has no attribute {name!r}")
+
+
+__all__ = ["Animator", "build_model", "load_checkpoint", "save_snapshot", "load_config", "load_official_config", "MRFA",
            "Keypoints", "MRFAOutput", "ExperimentConfig", "ConfigError", "CheckpointError", "__version__"]

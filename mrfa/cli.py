@@ -46,7 +46,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = subparser.parse_args(argv[1:])
     try:
         return int(run(args) or 0)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:  # one clear sentence, non-zero exit
+    except (OSError, ValueError, RuntimeError) as e:  # one clear sentence, non-zero exit
         print(f"mrfa {name}: error: {e}", file=sys.stderr)
         return 1
 

@@ -148,7 +148,7 @@ class MRFA(nn.Module):
             relative_jacobian = kp_d.jacobian is not None
         kp_norm = normalize_kp(kp_s, kp_d, kp_d0, relative=relative, adapt_scale=adapt_scale,
                                relative_jacobian=relative_jacobian)
-        enc = _expand_encoding(enc, kp_d.value.shape[0])
+        enc = expand_encoding(enc, kp_d.value.shape[0])
         return self.generate(enc, kp_norm, trace=trace)
 
     def _checked(self, x: Tensor, name: str) -> Tensor:
@@ -163,7 +163,7 @@ def _expand_kp(kp: Keypoints, batch: int) -> Keypoints:
                      None if kp.jacobian is None else kp.jacobian.expand(batch, *kp.jacobian.shape[1:]))
 
 
-def _expand_encoding(enc: SourceEncoding, batch: int) -> SourceEncoding:
+def expand_encoding(enc: SourceEncoding, batch: int) -> SourceEncoding:
     """Broadcast a batch-1 source encoding to ``batch`` driving frames (views, no copies)."""
     if enc.source.shape[0] == batch:
         return enc

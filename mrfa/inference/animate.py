@@ -1,0 +1,397 @@
+"""Reenactment and same-identity reconstruction with a trained MRFA (the inference use of paper Fig. 2; the
+official ``demo.py`` / ``reconstruction.py``, spec sections 9-11), as a Python API.
+
+:class:`Animator` wraps a model: inputs of any size and kind are turned into square ``S x S`` frames (a face
+crop box, or by default the centred square, resized to the model's ``S``), the source encoding (keypoints,
+generator features, source structure) is computed once and cached, and driving frames are streamed in batches,
+so memory does not grow with the video length. Relative motion follows the official ``normalize_kp``
+(:func:`mrfa.nn.relative_motion.normalize_kp`).
+
+Best-frame search (FOMM's ``--find_best_frame``, broken in the official MRFA demo): the driving frame whose
+68 face landmarks, centred and divided by the square root of their convex-hull area, are closest to the
+source's. FOMM then animates backwards and forwards from that frame; since every output frame depends only on
+its own driving frame and the reference frame, that equals one pass in temporal order with the reference
+frame as ``driving_initial``, which is what is done here (no frame buffering).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Union
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from mrfa.config import ExperimentConfig
+from mrfa.data.video import (
+    FFMPEG_SUFFIXES,
+    GIF_SUFFIXES,
+    VideoReadError,
+    iter_video_frames,
+    to_rgb_uint8,
+    video_info,
+    video_kind,
+)
+from mrfa.inference.crop import CropBox, apply_crop
+from mrfa.inference.face import FaceDetector, NoFaceError
+from mrfa.nn.mrfa import MRFA, SourceEncoding, expand_encoding
+from mrfa.nn.relative_motion import convex_hull_area
+from mrfa.types import Keypoints
+
+PathLike = Union[str, Path]
+ImageLike = Union[PathLike, np.ndarray, Tensor]
+FramesLike = Union[PathLike, np.ndarray, Tensor, Iterable[np.ndarray]]
+VIDEO_FILE_SUFFIXES = FFMPEG_SUFFIXES + GIF_SUFFIXES
+LANDMARK_SIZE = 256  # side of the frames the best-frame search runs the face detector on
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def load_image(source: ImageLike, name: str = "source") -> np.ndarray:
+    """Read one image (path: jpg/png/webp/bmp/tiff, grey, RGBA and 16-bit handled, EXIF rotation applied;
+    or an array / tensor) as ``uint8 [H, W, 3]``.
+
+    Raises:
+        FileNotFoundError: a missing path. ValueError: a video or folder given as the image, or an
+            undecodable / badly shaped image.
+    """
+    if isinstance(source, Tensor):
+        t = source.detach().cpu()
+        t = t[0] if t.dim() == 4 and t.shape[0] == 1 else t
+        if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+            raise ValueError(f"{name} tensor must be [C, H, W] or [1, C, H, W], got {list(source.shape)}")
+        return to_rgb_uint8(t.permute(1, 2, 0).numpy())
+    if isinstance(source, np.ndarray):
+        return to_rgb_uint8(source)
+    path = Path(source)
+    if path.is_dir():
+        raise ValueError(f"{name} {path} is a folder; expected one image file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} image not found: {path}")
+    if path.suffix.lower() in VIDEO_FILE_SUFFIXES:
+        raise ValueError(f"{name} {path} is a video; expected one image (jpg/png/webp)")
+    try:
+        array = iio.imread(path, index=0, plugin="pillow", rotate=True)
+        return to_rgb_uint8(np.asarray(array))
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise VideoReadError(f"could not read the {name} image {path}: {err}") from None
+
+
+def iter_frames(driving: FramesLike, name: str = "driving video") -> Iterator[np.ndarray]:
+    """Yield the frames of a video path (mp4/mov/webm/mkv/avi/gif or a folder of frames), a ``[T, H, W(, C)]``
+    array, a ``[T, C, H, W]`` float tensor in [0, 1] or an iterable of images, as ``uint8 [H, W, 3]``.
+
+    Raises:
+        FileNotFoundError: a missing path. ValueError: an image file given as the video, an undecodable
+            video, or a video without frames (raised when the iteration reaches its end).
+    """
+    if isinstance(driving, (str, Path)):
+        path = Path(driving)
+        if video_kind(path) == "strip":  # an image file
+            raise ValueError(f"{name} {path} is an image; expected a video (mp4/mov/webm/mkv/avi/gif) or a "
+                             "folder of frames")
+        yield from iter_video_frames(path)
+        return
+    if isinstance(driving, Tensor):
+        if driving.dim() != 4:
+            raise ValueError(f"{name} tensor must be [T, C, H, W], got {list(driving.shape)}")
+        frames: Iterable = (driving[t].detach().cpu().permute(1, 2, 0).numpy() for t in range(len(driving)))
+    elif isinstance(driving, np.ndarray):
+        if driving.ndim not in (3, 4):
+            raise ValueError(f"{name} array must be [T, H, W] or [T, H, W, C], got {list(driving.shape)}")
+        frames = driving
+    else:
+        frames = driving
+    count = 0
+    for frame in frames:
+        count += 1
+        yield to_rgb_uint8(np.asarray(frame))
+    if count == 0:
+        raise VideoReadError(f"{name} contains no frames")
+
+
+def count_frames(driving: FramesLike) -> Optional[int]:
+    """Frame count from a cheap probe (paths) or ``len`` (sequences); None when unknown."""
+    if isinstance(driving, (str, Path)):
+        try:
+            return video_info(driving).num_frames or None
+        except (ValueError, OSError):
+            return None
+    return len(driving) if isinstance(driving, (Sequence, np.ndarray, Tensor)) else None
+
+
+def centre_box(height: int, width: int) -> CropBox:
+    """The largest centred square of a ``height x width`` frame."""
+    side = min(height, width)
+    return CropBox(x0=(width - side) // 2, y0=(height - side) // 2, side=side)
+
+
+def square_frame(frame: np.ndarray, size: int, box: Optional[CropBox] = None) -> np.ndarray:
+    """Cut ``box`` (default: the centred square) out of ``uint8 [H, W, 3]`` and resize to ``[size, size, 3]``."""
+    return apply_crop(frame, box if box is not None else centre_box(*frame.shape[:2]), size)
+
+
+def _batched(frames: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
+    it = iter(frames)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+# -------------------------------------------------------------------------------------- best frame
+def normalized_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    """Centre ``[N, 2]`` landmarks and divide them by sqrt(convex-hull area) (FOMM's best-frame normalisation)."""
+    pts = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    pts = pts - pts.mean(axis=0, keepdims=True)
+    area = convex_hull_area(pts)
+    return pts / np.sqrt(area) if area > 0 else pts
+
+
+def find_best_frame(source: np.ndarray, frames: Iterable[np.ndarray], detector: FaceDetector) -> int:
+    """Index of the driving frame whose normalised landmarks are closest (sum of squared differences) to the
+    source's. Frames without a detected face are skipped.
+
+    Args:
+        source: ``uint8 [H, W, 3]`` source image, prepared like the driving frames (same crop convention).
+        frames: ``uint8 [H, W, 3]`` driving frames (streamed).
+        detector: a face backend of :mod:`mrfa.inference.face` (its detections must carry landmarks).
+
+    Raises:
+        NoFaceError: no face (or no landmarks) in the source, or in every driving frame.
+    """
+    def landmarks(img: np.ndarray) -> Optional[np.ndarray]:
+        dets = detector.detect(img)
+        return normalized_landmarks(dets[0].landmarks) if dets and dets[0].landmarks is not None else None
+
+    ref = landmarks(source)
+    if ref is None:
+        raise NoFaceError("no face landmarks were found in the source image for the best-frame search; "
+                          "pass a driving frame index with --best-frame N instead")
+    best, best_dist = -1, np.inf
+    for i, frame in enumerate(frames):
+        lm = landmarks(frame)
+        if lm is not None and lm.shape == ref.shape:
+            dist = float(((lm - ref) ** 2).sum())
+            if dist < best_dist:
+                best, best_dist = i, dist
+    if best < 0:
+        raise NoFaceError("no face landmarks were found in any driving frame for the best-frame search; "
+                          "pass a driving frame index with --best-frame N instead")
+    return best
+
+
+_search_best_frame = find_best_frame  # Animator.frames has a parameter of the same name
+
+
+# ------------------------------------------------------------------------------------------ animator
+class AnimatedFrame(NamedTuple):
+    """One output frame of :meth:`Animator.frames` (keypoints are [-1, 1] (x, y), filled with ``keypoints=True``).
+
+    index: driving frame index; prediction / driving: ``uint8 [S, S, 3]`` result and model-size driving frame;
+    kp_source / kp_driving / kp_result: ``[K, 2]`` source, driving-detector and transferred keypoints.
+    """
+
+    index: int
+    prediction: np.ndarray
+    driving: np.ndarray
+    kp_source: Optional[np.ndarray] = None
+    kp_driving: Optional[np.ndarray] = None
+    kp_result: Optional[np.ndarray] = None
+
+
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; other strings are passed to :class:`torch.device`."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} was requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+class Animator:
+    """Animate portraits with a trained MRFA model (inference mode, no gradients).
+
+    Args:
+        model: an MRFA network (moved to ``device`` and put in eval mode).
+        device: torch device, or ``"auto"``.
+        batch_size: driving frames per forward pass.
+
+    Example::
+
+        animator = Animator.from_checkpoint("mrfa.pt", device="cpu")
+        for frame in animator.animate("portrait.jpg", "driving.mp4"):  # uint8 [S, S, 3]
+            ...
+    """
+
+    def __init__(self, model: MRFA, *, device: Union[str, torch.device] = "cpu", batch_size: int = 4) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.source_encodings = 0  # how many times a source was actually encoded (the rest hit the cache)
+        self._cache: Optional[tuple[str, SourceEncoding]] = None
+        self.reference_frame: Optional[int] = None  # driving frame used as reference by the last animation
+
+    @classmethod
+    def from_checkpoint(cls, path: PathLike, *, device: Union[str, torch.device] = "auto", batch_size: int = 4,
+                        config: Optional[ExperimentConfig] = None) -> "Animator":
+        """Load a snapshot / training state / official checkpoint (:func:`mrfa.load_checkpoint`; ``config`` only
+        for official checkpoints of non-default size)."""
+        from mrfa.checkpoint import load_checkpoint
+
+        return cls(load_checkpoint(path, config=config), device=device, batch_size=batch_size)
+
+    @property
+    def image_size(self) -> int:
+        """Side ``S`` of the square frames the model works on."""
+        return int(self.model.image_size)
+
+    # ------------------------------------------------------------------ helpers
+    def to_tensor(self, frames: Sequence[np.ndarray]) -> Tensor:
+        """``uint8 [S, S, 3]`` frames -> float ``[B, 3, S, S]`` in [0, 1] on the model's device."""
+        batch = torch.from_numpy(np.stack(frames)).to(self.device)  # [B, S, S, 3]
+        return batch.permute(0, 3, 1, 2).float().div_(255.0)
+
+    @staticmethod
+    def to_uint8(images: Tensor) -> np.ndarray:
+        """float ``[B, 3, S, S]`` in [0, 1] -> ``uint8 [B, S, S, 3]`` (rounded)."""
+        return images.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def encode(self, source: np.ndarray) -> SourceEncoding:
+        """Source encoding of an ``uint8 [S, S, 3]`` image, cached for the last source seen."""
+        key = hashlib.blake2b(source.tobytes() + str(source.shape).encode(), digest_size=16).hexdigest()
+        if self._cache is None or self._cache[0] != key:
+            with torch.inference_mode():
+                self._cache = (key, self.model.encode_source(self.to_tensor([source])))
+            self.source_encodings += 1
+        return self._cache[1]
+
+    def _detect(self, frames: Tensor) -> Keypoints:
+        with torch.inference_mode():
+            return self.model.kp_detector(frames)
+
+    # ------------------------------------------------------------------ reenactment
+    def frames(self, source: ImageLike, driving_frames: FramesLike, *, relative: bool = True,
+               adapt_scale: bool = False, best_frame: Optional[int] = None, find_best_frame: bool = False,
+               detector: Optional[FaceDetector] = None, source_box: Optional[CropBox] = None,
+               driving_box: Optional[CropBox] = None, keypoints: bool = False, batch_size: Optional[int] = None,
+               progress: bool = False) -> Iterator[AnimatedFrame]:
+        """Reenact ``source`` with ``driving_frames``; yields :class:`AnimatedFrame` in driving order.
+
+        Args:
+            source: image path, array or tensor (any size; see :func:`load_image`).
+            driving_frames: video path, frame folder, array, tensor or iterable (see :func:`iter_frames`).
+            relative: transfer the motion relative to the reference frame (official ``--relative``: positions
+                and jacobians); False uses the absolute driving keypoints.
+            adapt_scale: scale the motion by the source / reference keypoint hull areas.
+            best_frame: index of the reference driving frame (default 0).
+            find_best_frame: choose the reference frame by face landmarks (needs ``detector``).
+            detector: face backend for ``find_best_frame`` (default: ``choose_detector("auto")``).
+            source_box / driving_box: face crop boxes (default: the centred square of each frame).
+            keypoints: also return keypoints (costs one extra detector pass per batch).
+            batch_size: driving frames per forward pass (default: the animator's).
+            progress: show a tqdm bar on stderr.
+        """
+        size, bs = self.image_size, batch_size or self.batch_size
+        src_full = load_image(source)
+        src = square_frame(src_full, size, source_box)
+        enc = self.encode(src)
+        reopen = self._reopener(driving_frames, passes=2 if (find_best_frame or best_frame) else 1)
+        if find_best_frame:
+            if detector is None:
+                from mrfa.inference.face import choose_detector
+
+                detector = choose_detector("auto")
+            best_frame = _search_best_frame(square_frame(src_full, LANDMARK_SIZE, source_box),
+                                            (square_frame(f, LANDMARK_SIZE, driving_box) for f in reopen()),
+                                            detector)
+        ref = int(best_frame or 0)
+        if ref < 0:
+            raise ValueError(f"best frame index must be >= 0, got {ref}")
+        self.reference_frame = ref
+        kp_ref: Optional[Keypoints] = None
+        if ref > 0:
+            frame = next(islice(reopen(), ref, None), None)
+            if frame is None:
+                n = sum(1 for _ in reopen())
+                raise ValueError(f"best frame {ref} is past the end of the driving video ({n} frames)")
+            kp_ref = self._detect(self.to_tensor([square_frame(frame, size, driving_box)]))
+        total = count_frames(driving_frames)
+        with tqdm(total=total, unit="frame", desc="animate", disable=not progress, leave=False) as bar:
+            index = 0
+            for batch in _batched((square_frame(f, size, driving_box) for f in reopen()), bs):
+                drv = self.to_tensor(batch)  # [B, 3, S, S]
+                if kp_ref is None:
+                    kp_ref = self._detect(drv[:1])
+                with torch.inference_mode():
+                    out = self.model.animate(enc.source, drv, drv[:1], relative=relative, adapt_scale=adapt_scale,
+                                             source_encoding=enc, kp_driving_initial=kp_ref)
+                preds = self.to_uint8(out.prediction)
+                kp_d = self._detect(drv).value.cpu().numpy() if keypoints else None
+                kp_s = enc.kp.value[0].cpu().numpy() if keypoints else None
+                kp_r = out.kp_driving.value.cpu().numpy() if keypoints else None
+                for j, pred in enumerate(preds):
+                    yield AnimatedFrame(index, pred, batch[j], kp_s, None if kp_d is None else kp_d[j],
+                                        None if kp_r is None else kp_r[j])
+                    index += 1
+                bar.update(len(batch))
+
+    def animate(self, source: ImageLike, driving_frames: FramesLike, relative: bool = True,
+                adapt_scale: bool = False, *, best_frame: Optional[int] = None, find_best_frame: bool = False,
+                detector: Optional[FaceDetector] = None, source_box: Optional[CropBox] = None,
+                driving_box: Optional[CropBox] = None, batch_size: Optional[int] = None,
+                progress: bool = False) -> Iterator[np.ndarray]:
+        """Reenact ``source`` with ``driving_frames``; yields ``uint8 [S, S, 3]`` frames (see :meth:`frames`)."""
+        for frame in self.frames(source, driving_frames, relative=relative, adapt_scale=adapt_scale,
+                                 best_frame=best_frame, find_best_frame=find_best_frame, detector=detector,
+                                 source_box=source_box, driving_box=driving_box, batch_size=batch_size,
+                                 progress=progress):
+            yield frame.prediction
+
+    # ------------------------------------------------------------------ reconstruction
+    def reconstruct_frames(self, video: FramesLike, *, box: Optional[CropBox] = None,
+                           batch_size: Optional[int] = None, total: Optional[int] = None,
+                           progress: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Same-identity reconstruction (evaluation protocol): frame 0 is the source, every frame drives with
+        absolute keypoints (and the background motion, when the model has it), as ``model(source, driving)``.
+
+        Yields:
+            ``(prediction float32 [S, S, 3] in [0, 1], driving uint8 [S, S, 3])`` per frame.
+        """
+        size, bs = self.image_size, batch_size or self.batch_size
+        enc: Optional[SourceEncoding] = None
+        with tqdm(total=total or count_frames(video), unit="frame", desc="reconstruct", disable=not progress,
+                  leave=False) as bar:
+            for batch in _batched((square_frame(f, size, box) for f in iter_frames(video, "video")), bs):
+                if enc is None:
+                    enc = self.encode(batch[0])
+                drv = self.to_tensor(batch)  # [B, 3, S, S]
+                with torch.inference_mode():
+                    kp_d = self.model.kp_detector(drv)
+                    src = enc.source.expand(len(batch), -1, -1, -1)
+                    bg = self.model.bg_predictor(src, drv) if self.model.bg_predictor is not None else None
+                    out = self.model.generate(expand_encoding(enc, len(batch)), kp_d, bg_param=bg)
+                preds = out.prediction.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()  # [B, S, S, 3]
+                yield from zip(preds, batch)
+                bar.update(len(batch))
+
+    def reconstruct(self, video: FramesLike, *, box: Optional[CropBox] = None, batch_size: Optional[int] = None,
+                    progress: bool = False) -> Iterator[np.ndarray]:
+        """Same-identity reconstruction of ``video`` (frame 0 is the source, every frame drives); yields ``uint8 [S, S, 3]``."""
+        for pred, _ in self.reconstruct_frames(video, box=box, batch_size=batch_size, progress=progress):
+            yield np.clip(np.rint(pred * 255.0), 0, 255).astype(np.uint8)
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _reopener(driving: FramesLike, passes: int) -> Callable[[], Iterator[np.ndarray]]:
+        """A function that restarts the driving frames; one-shot iterators are buffered only if two passes
+        are needed (paths, arrays and sequences are re-read instead)."""
+        if isinstance(driving, (str, Path, np.ndarray, Tensor, Sequence)) or passes == 1:
+            return lambda: iter_frames(driving)
+        frames = list(iter_frames(driving))
+        return lambda: iter(frames)

@@ -1,0 +1,154 @@
+"""Same-identity reconstruction of a dataset (the official ``reconstruction.py``; spec section 11).
+
+Evaluation box of the paper: for every test video, frame 0 is the source and every frame 0..T-1 drives it with
+absolute keypoints; the prediction is compared with the driving frame. Written per run::
+
+    OUT/png/<video>/0000000.png ...   8-bit PNG frames of the predictions (lossless, for AKD / AED)
+    OUT/mp4/<video>.mp4               source | driving | prediction, for viewing
+    OUT/metrics.json                  L1 / PSNR / SSIM per video and overall (mrfa.metrics.image)
+
+Metrics are computed on the raw float predictions, as the official code does (not on the saved PNGs).
+The official script writes PNGs with ``(255 * pred).astype(uint8)`` (truncation); here they are rounded unless
+``png_rounding="truncate"``. Every file is written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import numpy as np
+
+from mrfa.config import ExperimentConfig
+from mrfa.inference.animate import Animator
+from mrfa.inference.video_writer import FrameWriter, atomic_write_text
+from mrfa.metrics.evaluate import json_safe
+from mrfa.metrics.image import IMAGE_METRICS, MetricAggregator, frame_metrics
+from mrfa.nn.mrfa import MRFA
+
+PathLike = Union[str, Path]
+VIEW_FPS = 25.0  # fps of the viewing mp4 when the video has none (frame folders)
+
+
+def find_videos(data_root: PathLike) -> dict[str, Path]:
+    """The videos to reconstruct: ``root/test`` when it exists (FOMM layout), else ``root`` itself (a folder of
+    videos or a single video / frame folder); keys are the names without a video suffix.
+
+    Raises:
+        FileNotFoundError: ``data_root`` is missing or holds no video.
+    """
+    from mrfa.metrics.frames import discover_videos
+
+    root = Path(data_root)
+    if not root.exists():
+        raise FileNotFoundError(f"dataset root not found: {root}")
+    return discover_videos(root / "test" if (root / "test").is_dir() else root)
+
+
+def to_uint8(pred: np.ndarray, rounding: Literal["round", "truncate"] = "round") -> np.ndarray:
+    """float ``[..., 3]`` in [0, 1] -> uint8, rounded or truncated (official ``(255 * x).astype(uint8)``)."""
+    scaled = np.clip(pred, 0.0, 1.0) * 255.0
+    return (np.rint(scaled) if rounding == "round" else np.floor(scaled)).astype(np.uint8)
+
+
+def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: Optional[PathLike] = None, output_dir: Optional[PathLike] = None, *,
+                checkpoint: Optional[PathLike] = None, out_dir: Optional[PathLike] = None,
+                config: Union[ExperimentConfig, PathLike, None] = None,
+                device: str = "auto", batch_size: int = 8, max_videos: Optional[int] = None,
+                max_frames: Optional[int] = None, write_mp4: bool = True,
+                png_rounding: Literal["round", "truncate"] = "round", progress: bool = False) -> Path:
+    """Reconstruct every video of ``data_root`` and score it; returns the folder of PNG predictions.
+
+    Args:
+        model: an MRFA model, an :class:`Animator`, or a checkpoint path (else give ``checkpoint``).
+        data_root: dataset root (``root/test/<video>``), a folder of videos or one video.
+        output_dir: where ``png/``, ``mp4/`` and ``metrics.json`` go (``out_dir`` is an alias, the keyword
+            ``mrfa evaluate --checkpoint`` uses).
+        checkpoint: checkpoint path when ``model`` is None. config: ExperimentConfig or YAML path for
+            official checkpoints of non-default size.
+        device: torch device or ``"auto"``. batch_size: driving frames per forward pass.
+        max_videos / max_frames: only the first N videos / frames per video (smoke runs).
+        write_mp4: also write the side-by-side viewing mp4s.
+        png_rounding: ``"round"`` (default) or ``"truncate"`` (the official uint8 cast).
+        progress: tqdm bars on stderr.
+
+    Returns:
+        ``output_dir / "png"`` (pass it to ``mrfa evaluate --pred``); the report is in
+        ``output_dir / "metrics.json"``.
+    """
+    output_dir = output_dir if output_dir is not None else out_dir
+    if data_root is None or output_dir is None:
+        raise ValueError("reconstruct needs data_root and output_dir")
+    if png_rounding not in ("round", "truncate"):
+        raise ValueError(f"png_rounding must be 'round' or 'truncate', got {png_rounding!r}")
+    animator = _animator(model if model is not None else checkpoint, config, device, batch_size)
+    videos = find_videos(data_root)
+    if max_videos is not None:
+        videos = dict(list(videos.items())[:max_videos])
+    out = Path(output_dir)
+    agg = MetricAggregator()
+    start = time.perf_counter()
+    for i, (name, path) in enumerate(videos.items()):
+        if progress:
+            print(f"[{i + 1}/{len(videos)}] {name}", flush=True)
+        _reconstruct_video(animator, name, path, out, agg, max_frames=max_frames, write_mp4=write_mp4,
+                           png_rounding=png_rounding, progress=progress)
+    report = {
+        "mode": "reconstruction",
+        "data": str(data_root),
+        "checkpoint": str(checkpoint or (model if isinstance(model, (str, Path)) else "")),
+        "protocol": {"source": "frame 0", "driving": "every frame 0..T-1, absolute keypoints",
+                     "metrics_on": "float predictions in [0, 1]", "image_size": animator.image_size,
+                     "png": f"8-bit, {png_rounding}", "metrics": list(IMAGE_METRICS)},
+        "seconds": time.perf_counter() - start,
+        **agg.summary(per_frame=False),
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+    return out / "png"
+
+
+def _reconstruct_video(animator: Animator, name: str, path: Path, out: Path, agg: MetricAggregator, *,
+                       max_frames: Optional[int], write_mp4: bool, png_rounding: str, progress: bool) -> None:
+    from itertools import islice
+
+    from mrfa.data.video import iter_video_frames, video_info
+
+    info = video_info(path)  # FOMM PNG strips are videos here too
+    fps = info.fps or VIEW_FPS
+    total = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
+    frames = islice(iter_video_frames(path), max_frames)
+    png = FrameWriter(out / "png" / name)
+    mp4 = FrameWriter(out / "mp4" / f"{name}.mp4", fps=fps) if write_mp4 else None
+    source: Optional[np.ndarray] = None
+    try:
+        for t, (pred, driving) in enumerate(animator.reconstruct_frames(frames, total=total, progress=progress)):
+            source = driving if source is None else source
+            pred8 = to_uint8(pred, png_rounding)  # [S, S, 3]
+            agg.add(name, t, frame_metrics(pred, driving), keep=False)
+            png.write(pred8)
+            if mp4 is not None:
+                mp4.write(np.concatenate([source, driving, pred8], axis=1))
+        png.close()
+        if mp4 is not None:
+            mp4.close()
+    except BaseException:
+        png.abort()
+        if mp4 is not None:
+            mp4.abort()
+        raise
+
+
+def _animator(model: Union[MRFA, Animator, PathLike, None], config: Union[ExperimentConfig, PathLike, None],
+              device: str, batch_size: int) -> Animator:
+    if isinstance(model, Animator):
+        return model
+    if model is None:
+        raise ValueError("reconstruct needs a model, an Animator or a checkpoint path")
+    if isinstance(model, (str, Path)):
+        if isinstance(config, (str, Path)):
+            from mrfa.config import load_config
+
+            config = load_config(config)
+        return Animator.from_checkpoint(model, device=device, batch_size=batch_size, config=config)
+    return Animator(model, device=device, batch_size=batch_size)
