@@ -26,6 +26,7 @@ install: $(VENV)/.mrfa-installed
 
 # the main job: train the demo model on the embedded synthetic dataset (CPU, about 10 minutes)
 demo: install
+	@if [ -e $(DEMO_OUT) ]; then echo "replacing the previous demo run in $(DEMO_OUT)"; rm -rf $(DEMO_OUT); fi
 	$(PY) tools/train.py --config configs/demo.yaml --output $(DEMO_OUT)
 
 # the test suite (CPU; GPU tests are marked `cuda`, long ones `slow`, both excluded by default)

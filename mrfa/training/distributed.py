@@ -1,0 +1,102 @@
+"""Process-group plumbing for training (not a paper box): one code path for 1 process and torchrun.
+
+``torchrun --nproc_per_node=N tools/train.py ...`` sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``; without
+them the run is a single process. Backend: NCCL on CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: ``rank`` of ``world_size`` processes, ``local_rank`` on its node, ``device``."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0 (the process that logs and writes checkpoints)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: Optional[str]) -> torch.device:
+    """``'cpu'`` / ``'cuda'`` / None (= cuda when available, else cpu); one clear error if CUDA is missing."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be 'cpu' or 'cuda', got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but this PyTorch build sees no CUDA GPU")
+    return torch.device(name)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def init_distributed(device_name: Optional[str]) -> DistInfo:
+    """Join the torchrun process group when ``WORLD_SIZE > 1``; otherwise describe a single process.
+
+    Args:
+        device_name: ``'cpu'``, ``'cuda'`` or None (auto).
+    """
+    device = resolve_device(device_name)
+    world = _env_int("WORLD_SIZE", 1)
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if world <= 1:
+        return DistInfo(0, 1, 0, device)
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"LOCAL_RANK {local} has no GPU (this node sees {torch.cuda.device_count()})")
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local, device)
+
+
+def cleanup() -> None:
+    """Leave the process group (no-op for a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce (``'sum'``, ``'min'`` or ``'max'``); identity for a single process."""
+    if dist.is_available() and dist.is_initialized():
+        ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+        dist.all_reduce(tensor, op=ops[op])
+    return tensor
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Send a picklable object from ``src`` to every rank (identity for a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+    return obj
