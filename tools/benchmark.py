@@ -3,7 +3,7 @@
 
   python tools/benchmark.py forward [--config configs/vox256.yaml] [--batch 1 8] [--device cpu cuda]
       full forward (inference mode): frames/s, peak memory, FLOPs per frame by component.
-  python tools/benchmark.py train-step [--config ...] [--batch N]   one optimisation step (see mrfa.training)
+  python tools/benchmark.py train-step [--config ...] [--batch N]   one optimisation step (alias: --train)
   python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (mrfa.inference.bench)
 
 Each measurement runs in a fresh subprocess so CPU peak RSS is per configuration. Timings are medians over
@@ -149,6 +149,8 @@ def main() -> int:
         a = p.parse_args(sys.argv[2:])
         print(json.dumps(measure_forward(a.config, a.batch, a.device, a.repeats, a.flops)))
         return 0
+    if "--train" in sys.argv[1:2]:  # the spelling: tools/benchmark.py --train ...
+        sys.argv[1] = "train-step"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("forward", help="full forward: frames/s, peak memory, FLOPs")
