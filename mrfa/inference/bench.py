@@ -29,6 +29,8 @@ from typing import Optional
 
 import numpy as np
 
+from mrfa.utils.memory import rss_mib as _rss_mib
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "configs" / "demo.yaml"
 
@@ -126,14 +128,6 @@ def synthetic_driving(path: Path, frames: int, size: int = 256, fps: float = 25.
             img = np.stack([blob, 0.5 * xx + 0.3 * blob, yy], axis=-1)
             w.write((np.clip(img, 0, 1) * 255).astype(np.uint8))
     return path
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def measure_memory(config: str, checkpoint: Optional[str], device: str, driving: Path, batch_size: int) -> dict:

