@@ -17,6 +17,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .data.augment import AugmentationParams
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key and the file."""
@@ -134,14 +136,8 @@ class ModelConfig:
 
 
 # ------------------------------------------------------------------------------------------------ data
-@dataclass
-class AugmentationConfig:
-    horizontal_flip: bool = True
-    time_flip: bool = True
-    brightness: float = 0.1
-    contrast: float = 0.1
-    saturation: float = 0.1
-    hue: float = 0.1
+# the augmentation schema is the data module's validated dataclass (one definition, no field copying)
+AugmentationConfig = AugmentationParams
 
 
 @dataclass
@@ -285,7 +281,10 @@ def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
             hint = f" (did you mean '{close[0]}'?)" if close else f"; allowed: {sorted(names)}"
             raise ConfigError(f"{source}: unknown key '{full}'{hint}")
     kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k, source) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a dataclass's own range checks (e.g. data.augmentation.hue)
+        raise ConfigError(f"{source}: '{prefix or 'top level'}': {e}") from None
 
 
 def config_from_dict(data: dict, source: str = "<dict>") -> ExperimentConfig:

@@ -13,10 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mrfa.nn.bg_motion import BGMotionPredictor, bg_predictor_kwargs_from_official
-from mrfa.nn.dense_motion_tps import TPSDenseMotionNetwork, tps_dense_motion_kwargs_from_official
-from mrfa.nn.keypoint_fomm import FOMMKeypointDetector, fomm_detector_kwargs_from_official
-from mrfa.nn.keypoint_tps import TPSKeypointDetector, tps_detector_kwargs_from_official
+from mrfa.builders import build_dense_motion, build_kp_detector
+from mrfa.config import from_official
+from mrfa.nn.bg_motion import BGMotionPredictor
+from mrfa.nn.dense_motion_tps import TPSDenseMotionNetwork
+from mrfa.nn.keypoint_fomm import FOMMKeypointDetector
+from mrfa.nn.keypoint_tps import TPSKeypointDetector
 from mrfa.nn.resnet import ResNet18
 from mrfa.types import Keypoints
 from mrfa.utils.parity import compare, fixture_inputs, load_fixture, recipe_state_dict, select
@@ -93,7 +95,7 @@ def _check_detector(fx: dict[str, Any], detector: nn.Module, check: _Checker) ->
 def test_fomm_detector_matches_fixture(fixture_dir):
     for fx in _relevant(fixture_dir, lambda m: m["prior_model"] == "fomm"):
         meta = fx["meta"]
-        det = FOMMKeypointDetector(**fomm_detector_kwargs_from_official(meta["config"]))
+        det = build_kp_detector(from_official(meta["config"]).model)
         _load_official(det, fixture_dir, meta, "encoder.")
         check = _Checker(meta)
         _check_detector(fx, det, check)
@@ -103,9 +105,9 @@ def test_fomm_detector_matches_fixture(fixture_dir):
 def test_tps_detector_and_dense_motion_match_fixture(fixture_dir):
     for fx in _relevant(fixture_dir, lambda m: m["prior_model"] == "tpsm"):
         meta = fx["meta"]
-        det = TPSKeypointDetector(**tps_detector_kwargs_from_official(meta["config"]))
+        det = build_kp_detector(from_official(meta["config"]).model)
         _load_official(det, fixture_dir, meta, "encoder.")
-        net = TPSDenseMotionNetwork(**tps_dense_motion_kwargs_from_official(meta["config"]))
+        net = build_dense_motion(from_official(meta["config"]).model)
         _load_official(net, fixture_dir, meta, "dense_motion.")
         check = _Checker(meta)
         _check_detector(fx, det, check)
@@ -128,7 +130,7 @@ def test_tps_detector_and_dense_motion_match_fixture(fixture_dir):
 def test_bg_predictor_matches_fixture(fixture_dir):
     for fx in _relevant(fixture_dir, lambda m: m["bg_predictor"]):
         meta = fx["meta"]
-        bg = BGMotionPredictor(**bg_predictor_kwargs_from_official(meta["config"]))
+        bg = BGMotionPredictor(num_channels=from_official(meta["config"]).model.num_channels)
         _load_official(bg, fixture_dir, meta, "bg_predictor.")
         check = _Checker(meta)
         x = fixture_inputs(fx)

@@ -83,6 +83,7 @@ def test_unknown_key_names_key_and_file(tmp_path):
     ("train: {lr: fast}", "train.lr' must be a number"),
     ("model: {image_size: 250}", "divisible"),
     ("- 1\n- 2", "top level must be a mapping"),
+    ("data: {augmentation: {hue: 0.7}}", "data.augmentation.*hue must be in"),
 ])
 def test_bad_values_are_reported(tmp_path, text, pattern):
     p = tmp_path / "c.yaml"

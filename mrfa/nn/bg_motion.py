@@ -8,7 +8,6 @@ official state_dict (``bg_predictor.bg_encoder.*``).
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -39,19 +38,3 @@ class BGMotionPredictor(nn.Module):
         affine = self.bg_encoder(torch.cat([source, driving], dim=1)).view(b, 2, 3)  # [B, 2, 3]
         last = torch.tensor([0.0, 0.0, 1.0], device=affine.device, dtype=affine.dtype)
         return torch.cat([affine, last.expand(b, 1, 3)], dim=1)  # [B, 3, 3]
-
-
-def bg_predictor_kwargs_from_official(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Constructor kwargs from the official resolved config.
-
-    The official predictor reads no config keys (its first conv is hard-wired to 6 = 2 x 3 channels),
-    so this is constant; whether it is built at all is :func:`bg_predictor_enabled_in_official`.
-    """
-    del cfg  # nothing configurable upstream
-    return dict(num_channels=3)
-
-
-def bg_predictor_enabled_in_official(cfg: dict[str, Any]) -> bool:
-    """True when the official model builds a background predictor (``bg_start < num_epochs``)."""
-    tp = cfg["train_params"]
-    return tp.get("bg_start", tp["num_epochs"]) < tp["num_epochs"]

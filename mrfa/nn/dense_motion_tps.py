@@ -191,22 +191,3 @@ class TPSDenseMotionNetwork(nn.Module):
         return DenseMotion(deformation=deformation, occlusion=occlusion, mask=contribution,
                            logit_mask=logits, heatmap=heatmap, sparse_motion=transformations,
                            sparse_deformed=deformed)
-
-
-def tps_dense_motion_kwargs_from_official(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Constructor kwargs from the official resolved config (its ``tpsm_dense_motion`` section).
-
-    Args:
-        cfg: the whole official config dict (e.g. a fixture's ``meta['config']``).
-    """
-    if "tpsm_dense_motion" not in cfg:
-        raise KeyError("official config has no 'tpsm_dense_motion' section")
-    sec = cfg["tpsm_dense_motion"]
-    return dict(
-        num_tps=int(sec["num_tps"]),
-        num_channels=int(sec.get("num_channels", 3)),
-        block_expansion=int(sec["block_expansion"]),
-        max_features=int(sec["max_features"]),
-        num_blocks=int(sec["num_blocks"]),
-        scale_factor=float(sec.get("scale_factor", 0.25)),
-    )

@@ -79,24 +79,3 @@ class FOMMKeypointDetector(nn.Module):
             jacobian = (heatmap.unsqueeze(2) * jac_map).view(b, k, 4, -1).sum(-1)  # [B, K, 4]
             jacobian = jacobian.view(b, k, 2, 2)
         return Keypoints(value=value, jacobian=jacobian)
-
-
-def fomm_detector_kwargs_from_official(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Constructor kwargs from the official resolved config (its ``fomm_kp_detector`` section).
-
-    Args:
-        cfg: the whole official config dict (e.g. a fixture's ``meta['config']``).
-    """
-    if "fomm_kp_detector" not in cfg:
-        raise KeyError("official config has no 'fomm_kp_detector' section")
-    sec = cfg["fomm_kp_detector"]
-    return dict(
-        num_kp=int(sec["num_kp"]),
-        num_channels=int(sec["num_channels"]),
-        block_expansion=int(sec["block_expansion"]),
-        max_features=int(sec["max_features"]),
-        num_blocks=int(sec["num_blocks"]),
-        temperature=float(sec["temperature"]),
-        scale_factor=float(sec.get("scale_factor", 1.0)),
-        estimate_jacobian=bool(sec.get("estimate_jacobian", False)),
-    )

@@ -41,14 +41,3 @@ class TPSKeypointDetector(nn.Module):
             trace["fc_out"] = out
         value = (torch.sigmoid(out) * 2 - 1).view(out.shape[0], self.num_kp, 2)  # [B, K, 2]
         return Keypoints(value=value, jacobian=None)
-
-
-def tps_detector_kwargs_from_official(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Constructor kwargs from the official resolved config (its ``tpsm_kp_detector`` section).
-
-    Args:
-        cfg: the whole official config dict (e.g. a fixture's ``meta['config']``).
-    """
-    if "tpsm_kp_detector" not in cfg:
-        raise KeyError("official config has no 'tpsm_kp_detector' section")
-    return dict(num_tps=int(cfg["tpsm_kp_detector"]["num_tps"]))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-import torch
 from torch import Tensor, nn
 
 from ..types import Keypoints, MRFAOutput

@@ -74,9 +74,7 @@ def ensure_dataset(cfg: ExperimentConfig, *, is_main: bool) -> Path:
 
 
 def augmentation_params(cfg: ExperimentConfig) -> AugmentationParams:
-    a = cfg.data.augmentation
-    return AugmentationParams(horizontal_flip=a.horizontal_flip, time_flip=a.time_flip, brightness=a.brightness,
-                              contrast=a.contrast, saturation=a.saturation, hue=a.hue)
+    return cfg.data.augmentation
 
 
 def build_train_dataset(cfg: ExperimentConfig) -> DatasetRepeater:
