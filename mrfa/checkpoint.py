@@ -8,15 +8,15 @@ Everything is read with ``torch.load(weights_only=True)`` and written atomically
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .config import ExperimentConfig, ModelConfig, config_from_dict, config_to_dict
+from .media.writer import WriteError, atomic_write_with, describe_os_error
 from .official import is_official_state, official_to_ours, strip_module_prefix
 
 SNAPSHOT_FORMAT = "mrfa-snapshot/1"
@@ -28,35 +28,70 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """``torch.save`` through the media layer's atomic writer (temporary sibling, fsync, rename; a full disk or a
+    read-only folder is one sentence naming the file)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        atomic_write_with(path, lambda f: torch.save(obj, f))
+    except RuntimeError as err:  # torch's zip writer reports a full disk as "unexpected pos"
+        raise WriteError(describe_os_error(err, path)) from None
+
+
+# Resource cap for untrusted checkpoints: the model an embedded config describes may hold at most this many
+# parameters (checked on the meta device, before anything is allocated). The official vox256 model has about
+# 30 M; 500 M (2 GB in fp32) leaves room for any sensible variant and refuses a small file that asks for ~10 GB.
+MAX_PARAMETERS = 500_000_000
+
+
+def _reason(err: BaseException, path: Path) -> str:
+    """One clause for why torch could not read ``path`` (never torch's multi-line hints)."""
+    text = str(err)
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if "Weights only load failed" in text or "weights_only" in text:
+        return ("it holds Python objects that are not plain tensors, and mrfa never unpickles those "
+                "(re-save the weights with torch.save(model.state_dict()) from a source you trust)")
+    if "zip archive" in text or "central directory" in text or "failed finding central" in text:
+        return "the file is truncated or not a PyTorch zip archive"
+    if "invalid load key" in text or "pickle data was truncated" in text or isinstance(err, EOFError):
+        return "the file is truncated or not a PyTorch checkpoint"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint file safely (weights only); one clear error when it is missing or unreadable."""
+    """Load a checkpoint file safely (weights only); one clear sentence when it is missing or unreadable."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give the .pt / .pth file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign files
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {_reason(e, path)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} does not hold a dict of weights (got {type(obj).__name__})")
     return obj
+
+
+def check_buildable(cfg: ExperimentConfig, state: dict, path: Path) -> None:
+    """Refuse, before allocating anything, a config whose model exceeds :data:`MAX_PARAMETERS` or whose weights do
+    not fit it (names and shapes are compared on the meta device)."""
+    from .builders import build_model
+
+    with torch.device("meta"):
+        ghost = build_model(cfg)
+    count = sum(p.numel() for p in ghost.parameters())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(f"{path}: its config describes a model of {count / 1e6:.0f} M parameters, more than "
+                              f"the {MAX_PARAMETERS / 1e6:.0f} M mrfa loads from a checkpoint; refusing to build it")
+    load_state_strict(ghost, state, path, assign=False)
+
+
+def check_finite(model: torch.nn.Module, path: Path) -> list[str]:
+    """Names of the parameters / buffers holding NaN or inf (an untrained or diverged file)."""
+    return [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 def save_snapshot(path: str | Path, model: torch.nn.Module, config: ExperimentConfig, **extra: Any) -> None:
@@ -90,16 +125,21 @@ def _describe_mismatch(path: Path, missing: list[str], unexpected: list[str], sh
     return f"{path} does not fit the MRFA model: " + ", ".join(parts)
 
 
-def load_state_strict(model: torch.nn.Module, state: dict, path: Path) -> None:
-    """Load ``state`` into ``model``; every key must match in name and shape (one clear error otherwise)."""
+def load_state_strict(model: torch.nn.Module, state: dict, path: Path, *, assign: bool = True) -> None:
+    """Load ``state`` into ``model``; every key must match in name and shape (one clear error otherwise).
+    ``assign=False`` only checks."""
     own = model.state_dict()
+    bad = [k for k, v in state.items() if not torch.is_tensor(v)]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} entries of its state dict are not tensors (first: {bad[0]})")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
               if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
         raise CheckpointError(_describe_mismatch(path, missing, unexpected, shapes))
-    model.load_state_dict(state, strict=True)
+    if assign:
+        model.load_state_dict(state, strict=True)
 
 
 def load_checkpoint(path: str | Path, *, config: Optional[ExperimentConfig] = None, map_location: Any = "cpu"):
@@ -119,7 +159,12 @@ def load_checkpoint(path: str | Path, *, config: Optional[ExperimentConfig] = No
     obj = read_checkpoint(path, map_location)
     fmt = obj.get("format")
     if fmt in (SNAPSHOT_FORMAT, STATE_FORMAT):
-        cfg = config or config_from_dict(obj["config"], f"{path} (embedded config)")
+        if not isinstance(obj.get("config"), dict) or not isinstance(obj.get("model"), dict):
+            raise CheckpointError(f"{path} is a damaged mrfa checkpoint (its 'config' or 'model' entry is missing)")
+        try:
+            cfg = config or config_from_dict(obj["config"], f"{path} (embedded config)")
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
         state = obj["model"]
     else:
         state = obj.get("model", obj) if isinstance(obj.get("model", obj), dict) else obj
@@ -134,9 +179,14 @@ def load_checkpoint(path: str | Path, *, config: Optional[ExperimentConfig] = No
             raise CheckpointError(f"{path}: {len(unknown)} official keys have no counterpart in MRFA "
                                   f"(first: {', '.join(unknown[:5])})")
         cfg = config or infer_official_config(obj.get("model", obj))
+    check_buildable(cfg, state, path)  # nothing is allocated before the config and the weights agree
     model = build_model(cfg)
     load_state_strict(model, state, path)
     model.eval()
+    bad = check_finite(model, path)
+    if bad:
+        warnings.warn(f"{path}: {len(bad)} weight tensors hold NaN / inf (first: {bad[0]}); the model's outputs "
+                      "will not be meaningful", RuntimeWarning, stacklevel=2)
     return model
 
 

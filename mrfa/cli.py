@@ -6,29 +6,93 @@ Each subcommand lives next to the code it drives and exposes ``add_arguments(par
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
+import signal
 import sys
-from typing import Optional
+import threading
+import warnings
+from types import ModuleType
+from typing import Callable, Iterator, Optional
 
-# name -> (module, help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("mrfa.training.cli", "train a model from a YAML config (also: python tools/train.py)"),
-    "animate": ("mrfa.inference.cli_animate", "animate a source portrait with a driving video"),
-    "reconstruct": ("mrfa.inference.cli_reconstruct", "same-identity reconstruction of a dataset + metrics"),
-    "crop": ("mrfa.inference.crop", "VoxCeleb-style face crop of an image or video"),
-    "evaluate": ("mrfa.metrics.evaluate", "score predictions against ground truth (L1/PSNR/SSIM/LPIPS/AKD/AED/CSIM)"),
-    "convert": ("mrfa.convert", "convert an official MRFA checkpoint into an mrfa snapshot"),
+
+def _train() -> ModuleType:
+    from mrfa.training import cli
+
+    return cli
+
+
+def _animate() -> ModuleType:
+    from mrfa.inference import cli_animate
+
+    return cli_animate
+
+
+def _reconstruct() -> ModuleType:
+    from mrfa.inference import cli_reconstruct
+
+    return cli_reconstruct
+
+
+def _crop() -> ModuleType:
+    from mrfa.inference import cli_crop
+
+    return cli_crop
+
+
+def _evaluate() -> ModuleType:
+    from mrfa.inference import cli_evaluate
+
+    return cli_evaluate
+
+
+def _convert() -> ModuleType:
+    from mrfa import convert
+
+    return convert
+
+
+# name -> (loader of the module with add_arguments(parser) and run(args), help); imports are lazy so that
+# `mrfa --help` stays fast and a command only loads what it needs
+SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
+    "train": (_train, "train a model from a YAML config (also: python tools/train.py)"),
+    "animate": (_animate, "animate a source portrait with a driving video"),
+    "reconstruct": (_reconstruct, "same-identity reconstruction of a dataset + metrics"),
+    "crop": (_crop, "VoxCeleb-style face crop of an image or video"),
+    "evaluate": (_evaluate, "score predictions against ground truth (L1/PSNR/SSIM/LPIPS/AKD/AED/CSIM)"),
+    "convert": (_convert, "convert an official MRFA checkpoint into an mrfa snapshot"),
 }
 
 
-def _module_functions(module_name: str):
-    module = importlib.import_module(module_name)
-    add = getattr(module, "add_arguments", None) or getattr(module, "add_crop_arguments")
-    run = getattr(module, "run", None) or getattr(module, "run_crop")
-    return add, run
+def _one_line(err: BaseException) -> str:
+    """The first non-empty line of an error message (library messages are one sentence; foreign ones may not be)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+@contextlib.contextmanager
+def _user_facing(prog: str) -> Iterator[None]:
+    """Warnings as one line each (``PROG: warning: ...``), SIGTERM as an interrupt (so partial outputs are removed
+    by the writers' cleanup, as for Ctrl-C)."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        print(f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+
+    def terminate(signum, frame) -> None:  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() \
+        else None
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Run one ``mrfa`` command; returns its exit code (0 done, 1 error, 2 usage, 3 stopped on NaN loss,
+    130 interrupted)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="mrfa", description="MRFA face animation: train, animate, evaluate.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -40,14 +104,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     name = argv[0]
     if name not in SUBCOMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}")
-    add, run = _module_functions(SUBCOMMANDS[name][0])
-    subparser = argparse.ArgumentParser(prog=f"mrfa {name}", description=SUBCOMMANDS[name][1])
-    add(subparser)
-    args = subparser.parse_args(argv[1:])
+    prog = f"mrfa {name}"
     try:
-        return int(run(args) or 0)
-    except (OSError, ValueError, RuntimeError) as e:  # one clear sentence, non-zero exit
-        print(f"mrfa {name}: error: {e}", file=sys.stderr)
+        module = SUBCOMMANDS[name][0]()
+        subparser = argparse.ArgumentParser(prog=prog, description=SUBCOMMANDS[name][1])
+        module.add_arguments(subparser)
+        args = subparser.parse_args(argv[1:])
+        with _user_facing(prog):
+            return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; partial outputs were removed", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"{prog}: error: out of memory (try a smaller --batch-size or input)", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, RuntimeError, ImportError) as e:  # one clear sentence, non-zero exit
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,39 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .data.augment import AugmentationParams
+
+
+@dataclass(frozen=True)
+class AugmentationParams:
+    """Augmentation switches and strengths (official vox/celebvhq configs use the defaults).
+
+    Attributes:
+        horizontal_flip: allow the p=0.5 horizontal flip (only when no time flip happened).
+        time_flip: allow the p=0.5 time flip (reverses the clip: source <-> driving).
+        brightness: brightness factor range [max(0, 1 - v), 1 + v]; 0 disables.
+        contrast: contrast factor range, as brightness.
+        saturation: saturation factor range, as brightness.
+        hue: hue shift range [-h, h] in turns (0 <= h <= 0.5); 0 disables.
+    """
+
+    horizontal_flip: bool = True
+    time_flip: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"AugmentationParams.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"AugmentationParams.hue must be in [0, 0.5], got {self.hue}")
+
+    @classmethod
+    def none(cls) -> "AugmentationParams":
+        """No flips and no jitter (identity augmentation)."""
+        return cls(False, False, 0.0, 0.0, 0.0, 0.0)
 
 
 class ConfigError(ValueError):
@@ -331,6 +364,9 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Expe
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if isinstance(data, dict) and ("raft_flow" in data or "train_params" in data):
         raise ConfigError(f"{path}: this is an official MRFA config; use mrfa.config.load_official_config()")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, loss, train), "
+                          f"got a {type(data).__name__}")
     data = apply_overrides(data, overrides or [], "--set") if overrides else data
     return config_from_dict(data, str(path))
 
@@ -343,8 +379,97 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
+# ------------------------------------------------------------------------------------------ ranges
+# Every numeric key with its closed range [low, high] (None: unbounded on that side); lists apply the range to
+# each element. The upper bounds of the model sizes also cap what an untrusted checkpoint's embedded config can
+# ask the loader to allocate (the parameter cap itself is checked on the meta device, mrfa.checkpoint).
+_POS, _FRAC = (1e-12, None), (0.0, 1.0)
+RANGES: dict[str, tuple[Optional[float], Optional[float]]] = {
+    "model.image_size": (16, 2048), "model.num_channels": (1, 4), "model.num_kp": (1, 256),
+    "model.mtia.stem_channels": (1, 1024), "model.mtia.layer1_blocks": (1, 32), "model.mtia.stage2_modules": (1, 32),
+    "model.mtia.stage2_blocks": (1, 32), "model.mtia.stage2_channels": (1, 2048), "model.mtia.stage3_modules": (1, 32),
+    "model.mtia.stage3_blocks": (1, 32), "model.mtia.stage3_channels": (1, 2048), "model.mtia.patch_size": (1, 64),
+    "model.mtia.dim": (1, 4096), "model.mtia.depth": (1, 64), "model.mtia.heads": (1, 64),
+    "model.mtia.mlp_ratio": (1, 16),
+    "model.fomm_detector.block_expansion": (1, 1024), "model.fomm_detector.max_features": (1, 4096),
+    "model.fomm_detector.num_blocks": (1, 10), "model.fomm_detector.temperature": _POS,
+    "model.fomm_detector.scale_factor": (1e-3, 1.0), "model.tps.num_tps": (1, 64),
+    "model.dense_motion.block_expansion": (1, 1024), "model.dense_motion.max_features": (1, 4096),
+    "model.dense_motion.num_blocks": (1, 10), "model.dense_motion.scale_factor": (1e-3, 1.0),
+    "model.dense_motion.kp_variance": _POS,
+    "model.generator.block_expansion": (1, 1024), "model.generator.max_features": (1, 4096),
+    "model.generator.num_down_blocks": (1, 10),
+    "model.structure.dim": (1, 4096), "model.structure.block_expansion": (1, 1024),
+    "model.structure.max_features": (1, 4096), "model.structure.num_blocks": (1, 10),
+    "model.structure.kp_variance": _POS,
+    "model.refinement.corr_levels": (1, 8), "model.refinement.corr_radius": (0, 8),
+    "model.refinement.context_dim": (1, 4096), "model.refinement.hidden_dim": (1, 4096),
+    "data.num_repeats": (1, None), "data.augmentation.brightness": (0.0, None),
+    "data.augmentation.contrast": (0.0, None), "data.augmentation.saturation": (0.0, None),
+    "data.augmentation.hue": (0.0, 0.5), "data.split_len": (1, None), "data.synthetic_train": (1, None),
+    "data.synthetic_test": (1, None), "data.synthetic_frames": (2, None), "data.num_workers": (0, 256),
+    "loss.scales": (1e-3, 1.0), "loss.perceptual": (0.0, None), "loss.equivariance_value": (0.0, None),
+    "loss.equivariance_jacobian": (0.0, None), "loss.background": (0.0, None),
+    "loss.transform.sigma_affine": (0.0, None), "loss.transform.sigma_tps": (0.0, None),
+    "loss.transform.points_tps": (1, 64),
+    "loss.adversarial.block_expansion": (1, 1024), "loss.adversarial.max_features": (1, 4096),
+    "loss.adversarial.num_blocks": (1, 10), "loss.adversarial.scales": (1e-3, 1.0),
+    "loss.adversarial.generator_gan": (0.0, None), "loss.adversarial.discriminator_gan": (0.0, None),
+    "loss.adversarial.feature_matching": (0.0, None),
+    "train.num_epochs": (1, None), "train.epoch_milestones": (0, None), "train.lr": _POS,
+    "train.betas": (0.0, 0.999999), "train.batch_size": (1, None), "train.grad_accum": (1, None),
+    "train.clip": _POS, "train.bg_start": (0, None), "train.dropout_epoch": (0, None),
+    "train.dropout_maxp": _FRAC, "train.dropout_startp": _FRAC, "train.dropout_inc_epoch": (1, None),
+    "train.seed": (0, 2**63 - 1), "train.max_steps": (1, None), "train.max_minutes": _POS,
+    "train.checkpoint_every": (1, None), "train.log_every": (1, None), "train.image_every": (0, None),  # 0: no images
+}
+LIST_LENGTHS = {"train.betas": (2, 2), "model.mtia.stage2_blocks": (2, 2), "model.mtia.stage2_channels": (2, 2),
+                "model.mtia.stage3_blocks": (3, 3), "model.mtia.stage3_channels": (3, 3), "loss.scales": (1, 8),
+                "loss.adversarial.scales": (1, 8), "loss.perceptual": (5, 5)}
+
+
+def numeric_keys(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of every numeric (or list-of-numbers) leaf of a config dataclass."""
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        key, value = prefix + f.name, getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(numeric_keys(value, key + "."))
+            continue
+        tp = hints[f.name]
+        args = typing.get_args(tp)
+        base = [a for a in args if a is not type(None)] if args and typing.get_origin(tp) is not list else [tp]
+        numeric = any(b in (int, float) or typing.get_origin(b) is list and typing.get_args(b)[0] in (int, float)
+                      for b in base)
+        if numeric:
+            out[key] = value
+    return out
+
+
+def check_ranges(cfg: "ExperimentConfig", source: str) -> None:
+    """Every numeric key finite and inside :data:`RANGES` (one message naming the key, its value and range)."""
+    for key, value in numeric_keys(cfg).items():
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if key in LIST_LENGTHS:
+            lo_n, hi_n = LIST_LENGTHS[key]
+            if not lo_n <= len(values) <= hi_n:
+                need = f"{lo_n}" if lo_n == hi_n else f"{lo_n} to {hi_n}"
+                raise ConfigError(f"{source}: '{key}' needs {need} values, got {len(values)} ({value!r})")
+        lo, hi = RANGES.get(key, (None, None))
+        for v in values:
+            if not math.isfinite(v):
+                raise ConfigError(f"{source}: '{key}' must be a finite number, got {v!r}")
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                rng = f">= {lo:g}" if hi is None else f"in [{lo:g}, {hi:g}]" if lo is not None else f"<= {hi:g}"
+                raise ConfigError(f"{source}: '{key}' must be {rng}, got {v!r}")
+
+
 def validate(cfg: ExperimentConfig, source: str = "<config>") -> None:
-    """Cross-field checks with one clear message each."""
+    """Range checks of every numeric key, then cross-field checks, with one clear message each."""
+    check_ranges(cfg, source)
     m = cfg.model
     n = m.generator.num_down_blocks
     if m.image_size % (2**n) != 0:
@@ -356,19 +481,75 @@ def validate(cfg: ExperimentConfig, source: str = "<config>") -> None:
                           f"the generator level sizes {sizes}")
     if len(cfg.loss.perceptual) != 5:
         raise ConfigError(f"{source}: loss.perceptual needs 5 layer weights, got {len(cfg.loss.perceptual)}")
+    t = cfg.train
+    if sorted(t.epoch_milestones) != list(t.epoch_milestones):
+        raise ConfigError(f"{source}: train.epoch_milestones must be increasing, got {t.epoch_milestones}")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"{source}: train.batch_size {t.batch_size} must be a multiple of train.grad_accum "
+                          f"{t.grad_accum}")
     if m.prior == "tpsm" and m.tps.num_tps != m.num_kp:
         raise ConfigError(f"{source}: with prior 'tpsm' model.num_kp ({m.num_kp}) must equal model.tps.num_tps "
                           f"({m.tps.num_tps}) (the structure encoders use one keypoint per TPS)")
 
 
 # ------------------------------------------------------------------------------------ official layout
+def _pair_to_int(value: Any, name: str) -> int:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"official MODEL.{name} must be square, got {value}.")
+        value = value[0]
+    return int(value)
+
+
+def mtia_kwargs_from_official(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Constructor kwargs of :class:`MTIADetector` from an official ``mtia_kp_detector.MODEL`` dict.
+
+    Reads only the keys the official code uses (NUM_JOINTS, IMAGE_SIZE, PATCH_SIZE, DIM,
+    TRANSFORMER_DEPTH, TRANSFORMER_HEADS, TRANSFORMER_MLP_RATIO, ESTIMATE_JACOBIAN, BASE_CHANNEL,
+    EXTRA.STAGE2 / STAGE3) and rejects the variants this implementation does not provide.
+    """
+    if model_cfg.get("POS_EMBEDDING_TYPE", "sine-full") != "sine-full":
+        raise ValueError(f"only POS_EMBEDDING_TYPE 'sine-full' is supported, got {model_cfg['POS_EMBEDDING_TYPE']!r}.")
+    if model_cfg.get("DATA_PREPROCESS", False):
+        raise ValueError("official MODEL.DATA_PREPROCESS True (ImageNet normalisation) is not supported.")
+    if model_cfg.get("FIX_IMG2MOTION_ATTENTION", False):
+        raise ValueError("official MODEL.FIX_IMG2MOTION_ATTENTION True is not supported.")
+    stages = {}
+    for name in ("STAGE2", "STAGE3"):
+        stage = model_cfg["EXTRA"][name]
+        if stage.get("BLOCK", "BASIC") != "BASIC" or stage.get("FUSE_METHOD", "SUM") != "SUM":
+            raise ValueError(f"official EXTRA.{name} must use BLOCK BASIC and FUSE_METHOD SUM, got "
+                             f"{stage.get('BLOCK')!r} / {stage.get('FUSE_METHOD')!r}.")
+        if not stage["NUM_BRANCHES"] == len(stage["NUM_BLOCKS"]) == len(stage["NUM_CHANNELS"]):
+            raise ValueError(f"official EXTRA.{name} NUM_BRANCHES disagrees with NUM_BLOCKS / NUM_CHANNELS.")
+        stages[name] = stage
+    base = int(model_cfg["BASE_CHANNEL"])
+    if base != stages["STAGE3"]["NUM_CHANNELS"][0]:
+        raise ValueError(f"official MODEL.BASE_CHANNEL {base} must equal EXTRA.STAGE3.NUM_CHANNELS[0] "
+                         f"{stages['STAGE3']['NUM_CHANNELS'][0]} (the HRNet output channels).")
+    return {
+        "num_kp": int(model_cfg["NUM_JOINTS"]),
+        "image_size": _pair_to_int(model_cfg["IMAGE_SIZE"], "IMAGE_SIZE"),
+        "stage2_modules": int(stages["STAGE2"]["NUM_MODULES"]),
+        "stage2_blocks": tuple(int(v) for v in stages["STAGE2"]["NUM_BLOCKS"]),
+        "stage2_channels": tuple(int(v) for v in stages["STAGE2"]["NUM_CHANNELS"]),
+        "stage3_modules": int(stages["STAGE3"]["NUM_MODULES"]),
+        "stage3_blocks": tuple(int(v) for v in stages["STAGE3"]["NUM_BLOCKS"]),
+        "stage3_channels": tuple(int(v) for v in stages["STAGE3"]["NUM_CHANNELS"]),
+        "patch_size": _pair_to_int(model_cfg["PATCH_SIZE"], "PATCH_SIZE"),
+        "dim": int(model_cfg["DIM"]),
+        "depth": int(model_cfg["TRANSFORMER_DEPTH"]),
+        "heads": int(model_cfg["TRANSFORMER_HEADS"]),
+        "mlp_ratio": int(model_cfg["TRANSFORMER_MLP_RATIO"]),
+        "estimate_jacobian": bool(model_cfg["ESTIMATE_JACOBIAN"]),
+    }
+
+
 def from_official(official: dict, source: str = "<official config>") -> ExperimentConfig:
     """Translate the official MRFA YAML layout (vox1.yaml / celebvhq.yaml) into our schema.
 
     Reads the keys the official code uses (spec section 2) and ignores the ones it never reads.
     """
-    from .nn.keypoint_mtia import mtia_kwargs_from_official
-
     try:
         tp = official["train_params"]
         rf = official["raft_flow"]

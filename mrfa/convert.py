@@ -5,17 +5,20 @@ import argparse
 
 from .checkpoint import convert_official
 from .config import load_config, load_official_config
+from .media.writer import check_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="official checkpoint ({'model': state_dict} with or without 'module.')")
     parser.add_argument("output", help="where to write the mrfa snapshot (.pt)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--config", default=None,
                         help="config to build with: one of ours (configs/*.yaml) or an official YAML; "
                              "default: inferred from the checkpoint's key names (official 256 px sizes)")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.output, inputs=[args.input, args.config], overwrite=args.overwrite, what="output")
     config = None
     if args.config:
         try:

@@ -45,19 +45,6 @@ def official_to_ours(state: dict) -> tuple[dict, list[str]]:
     return out, unknown
 
 
-def ours_to_official(state: dict) -> dict:
-    """Inverse rename (for exporting to the official layout; computed buffers are not re-created)."""
-    out = {}
-    for key, value in state.items():
-        for old, new in RENAMES:
-            if key.startswith(new):
-                out[old + key[len(new):]] = value
-                break
-        else:
-            out[key] = value
-    return out
-
-
 def is_official_state(state: dict) -> bool:
     keys = strip_module_prefix(state).keys()
     return any(k.startswith(("encoder.", "decoder.")) for k in keys)

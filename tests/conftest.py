@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mrfa.utils.parity import find_fixture_dir
+from parity_helpers import find_fixture_dir
 
 
 def pytest_configure(config):

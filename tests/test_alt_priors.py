@@ -21,7 +21,8 @@ from mrfa.nn.keypoint_fomm import FOMMKeypointDetector
 from mrfa.nn.keypoint_tps import TPSKeypointDetector
 from mrfa.nn.resnet import ResNet18
 from mrfa.types import Keypoints
-from mrfa.utils.parity import compare, fixture_inputs, load_fixture, recipe_state_dict, select
+from parity_helpers import compare, fixture_inputs, load_fixture, recipe_state_dict, select
+from mrfa.nn.intermediates import capture
 
 # images seen by the detector calls of each section (README section 4)
 CALL_IMAGES = {"recon": ["source", "driving"], "animate": ["source", "driving_initial", "driving"],
@@ -78,9 +79,8 @@ def _check_detector(fx: dict[str, Any], detector: nn.Module, check: _Checker) ->
     x = fixture_inputs(fx)
     for sec in fx["meta"]["sections"]:
         for c, name in enumerate(CALL_IMAGES[sec]):
-            trace: dict[str, Any] = {}
-            with torch.no_grad():
-                kp = detector(x[name], trace=trace)
+            with torch.no_grad(), capture() as trace:
+                kp = detector(x[name])
             ref = fx[sec]["kp"][c]
             check("kp", kp.value, f"{sec}.kp[{c}].kp", ref["kp"])
             if "jacobian" in ref:
@@ -118,9 +118,8 @@ def test_tps_detector_and_dense_motion_match_fixture(fixture_dir):
                 drv, bg = used[1]["kp"], (fx[sec].get("bg_param") or [None])[0]
             else:  # relative motion transfer, no background (official demo)
                 drv, bg = fx[sec]["kp_norm"]["kp"], None
-            trace: dict[str, Any] = {}
-            with torch.no_grad():
-                out = net(source, Keypoints(drv), Keypoints(used[0]["kp"]), bg_param=bg, trace=trace)
+            with torch.no_grad(), capture() as trace:
+                out = net(source, Keypoints(drv), Keypoints(used[0]["kp"]), bg_param=bg)
             assert torch.equal(out.mask, trace["contribution_maps"]) and torch.equal(out.occlusion, trace["occlusion"])
             for key, ref in fx[sec]["dense_motion"].items():
                 check(f"dense_motion.{key}", trace[key], f"{sec}.dense_motion.{key}", ref)
@@ -162,8 +161,8 @@ def test_fomm_detector_tiny_forward_backward():
     det = FOMMKeypointDetector(num_kp=3, block_expansion=4, max_features=16, num_blocks=2, scale_factor=0.5)
     with torch.no_grad():  # make the jacobian path depend on its weights
         det.jacobian.weight.normal_(0, 0.1)
-    trace: dict[str, Any] = {}
-    kp = det(torch.rand(2, 3, 32, 32), trace=trace)
+    with capture() as trace:
+        kp = det(torch.rand(2, 3, 32, 32))
     assert kp.value.shape == (2, 3, 2) and kp.jacobian.shape == (2, 3, 2, 2)
     assert trace["heatmap_logits"].shape == (2, 3, 10, 10) and trace["jacobian_map"].shape == (2, 4, 10, 10)
     assert kp.value.abs().max() <= 1
@@ -180,8 +179,8 @@ def test_fomm_detector_jacobian_starts_at_identity():
 def test_tps_detector_tiny_forward_backward():
     torch.manual_seed(0)
     det = TPSKeypointDetector(num_tps=2)
-    trace: dict[str, Any] = {}
-    kp = det(torch.rand(2, 3, 64, 64), trace=trace)
+    with capture() as trace:
+        kp = det(torch.rand(2, 3, 64, 64))
     assert kp.value.shape == (2, 10, 2) and kp.jacobian is None and trace["fc_out"].shape == (2, 20)
     assert torch.allclose(kp.value.flatten(1), 2 * torch.sigmoid(trace["fc_out"]) - 1)
     (kp.value * torch.randn_like(kp.value)).sum().backward()

@@ -18,11 +18,11 @@ import torch
 
 import mrfa
 from mrfa.cli import main as mrfa_main
-from mrfa.data.video import read_video, video_info
+from mrfa.media.video import read_video, video_info
 from mrfa.inference.animate import Animator, find_best_frame, load_image, normalized_landmarks, square_frame
-from mrfa.inference.face import FaceDetection, NoFaceError
+from mrfa.media.face import FaceDetection, NoFaceError
 from mrfa.inference.reconstruct import reconstruct
-from mrfa.inference.video_writer import FrameWriter, output_kind
+from mrfa.media.writer import FrameWriter, OutputError, output_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 64  # tiny model size
@@ -239,7 +239,7 @@ def test_cli_audio_fps_and_output_kinds(ckpt, media, tmp_path):
 
 
 def test_cli_crop_and_paste_back(ckpt, media, tmp_path, monkeypatch):
-    import mrfa.inference.face as face
+    import mrfa.media.face as face
 
     lm = np.random.default_rng(7).normal(size=(68, 2))
     table = {v: lm for v in range(256)}  # a "face" in every image
@@ -277,7 +277,7 @@ def test_cli_crop_and_paste_back(ckpt, media, tmp_path, monkeypatch):
     ("cuda_unavailable", "CUDA is not available"),
 ])
 def test_cli_errors(ckpt, media, tmp_path, capsys, monkeypatch, case, pattern):
-    import mrfa.inference.face as face
+    import mrfa.media.face as face
 
     if case == "cuda_unavailable" and torch.cuda.is_available():
         pytest.skip("CUDA is available")
@@ -340,10 +340,16 @@ def test_frame_writer_is_atomic(tmp_path):
             w.write(np.zeros((12, 12, 3), np.uint8))
     assert video_info(tmp_path / "x.mp4").width == 12
     (tmp_path / "f").mkdir()
-    (tmp_path / "f" / "stale.png").write_bytes(b"old")
+    (tmp_path / "f" / "0000005.png").write_bytes(b"old")  # an earlier mrfa frame folder is replaced as a whole
     with FrameWriter(tmp_path / "f") as w:
         w.write(frame)
-    assert leftovers(tmp_path / "f") == ["0000000.png"]  # a frame folder is replaced as a whole
+    assert leftovers(tmp_path / "f") == ["0000000.png"]
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "notes.txt").write_bytes(b"mine")  # a folder mrfa did not write is never replaced
+    with pytest.raises(OutputError, match="notes.txt"):
+        with FrameWriter(tmp_path / "g") as w:
+            w.write(frame)
+    assert leftovers(tmp_path / "g") == ["notes.txt"] and leftovers(tmp_path) == ["f", "g", "x.mp4"]
     assert [output_kind(p) for p in ("a.mp4", "a.MOV", "b.gif", "dir", "dir/")] == \
         ["video", "video", "gif", "frames", "frames"]
 
@@ -385,7 +391,12 @@ def test_reconstruct_dataset_and_cli(model, ckpt, media, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ tools
 def test_bench_per_frame_smoke(model):
-    from mrfa.inference.bench import measure_per_frame
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_animate", Path(__file__).parents[1] / "tools" / "bench_animate.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    measure_per_frame = bench.measure_per_frame
 
     r = measure_per_frame(model, "cpu", batch_size=2, frames=2, repeats=1)
     assert r["cached_ms_per_frame"] > 0 and r["recompute_ms_per_frame"] > 0

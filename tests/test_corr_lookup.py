@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mrfa.nn.intermediates import capture
+
 from mrfa.ops.corr_lookup import build as build_mod
 from mrfa.ops.corr_lookup import corr_lookup, corr_lookup_onthefly, corr_lookup_reference
 from mrfa.ops.corr_lookup.stencil import lookup_backward, lookup_forward
@@ -278,7 +280,7 @@ def _small_refiner(mode: str):
     return refiner, out, grads
 
 
-def _per_iteration_lookup(self, volume, pyramids, flow, basic):
+def _per_iteration_lookup(self, pyramids, flow):
     """MotionRefiner._lookup with the official construction: full volume, pooled and re-pyramided every time."""
     from mrfa.ops.grid import coords_grid, resize
 
@@ -352,7 +354,7 @@ def _recon_failures(corr_mode: str, corr_impl: str, device: str) -> list[str]:
     from mrfa.builders import build_model
     from mrfa.config import from_official
     from mrfa.official import official_to_ours
-    from mrfa.utils.parity import fixture_inputs, load_fixture, recipe_state_dict
+    from parity_helpers import fixture_inputs, load_fixture, recipe_state_dict
 
     paths = [p for p in tp.FIXTURES if p.stem == "vox256-mtia"]
     if not paths:
@@ -373,7 +375,8 @@ def _recon_failures(corr_mode: str, corr_impl: str, device: str) -> list[str]:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 like the fixtures
     try:
         with torch.no_grad():
-            model(x["source"], x["driving"], kp_source=used[0], kp_driving=used[1], trace=trace)
+            with capture(trace):
+                model(x["source"], x["driving"], kp_source=used[0], kp_driving=used[1])
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return tp._check_section("recon", trace, fx, meta, skip=("recon.kp", "recon.detector"))

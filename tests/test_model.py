@@ -12,8 +12,7 @@ import torch
 import mrfa
 from mrfa.checkpoint import CheckpointError, load_checkpoint, save_snapshot
 from mrfa.config import ConfigError, ExperimentConfig, config_to_dict, from_official, load_config
-from mrfa.official import ours_to_official
-from mrfa.utils.parity import find_fixture_dir, load_fixture, recipe_state_dict
+from parity_helpers import find_fixture_dir, load_fixture, recipe_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -207,7 +206,6 @@ def test_official_checkpoint_layout_loads(tmp_path):
     ours = model.state_dict()
     key = "refiner.refine_head.conv1.weight"
     assert torch.equal(ours[key], state["decoder.refine.conv1.weight"])
-    assert ours_to_official({key: ours[key]}) == {"decoder.refine.conv1.weight": ours[key]}
     # converter CLI
     out = tmp_path / "converted.pt"
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_official.py"), str(path), str(out)],

@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 import torch
 
-from mrfa.nn.keypoint_mtia import MTIADetector, mtia_kwargs_from_official, sine_position_embedding
-from mrfa.utils.parity import (RTOL, RTOL_TRAIN_BN, MEAN_RTOL, compare, find_fixture_dir, fixture_inputs,
+from mrfa.nn.intermediates import capture
+
+from mrfa.config import mtia_kwargs_from_official
+from mrfa.nn.keypoint_mtia import MTIADetector, sine_position_embedding
+from parity_helpers import (RTOL, RTOL_TRAIN_BN, MEAN_RTOL, compare, find_fixture_dir, fixture_inputs,
                                get_path, load_fixture, recipe_state_dict)
 
 POS_KEY = "encoder.transformer.pos_embedding"
@@ -66,11 +69,11 @@ def test_mtia_matches_official_fixture(path: Path) -> None:
     with torch.no_grad():
         if train_bn:  # batch statistics are per call: one call per image, as recorded
             for img in images:
-                trace: dict[str, torch.Tensor] = {}
-                outputs.append((model(img, trace), trace))
+                with capture() as trace:
+                    outputs.append((model(img), trace))
         else:  # running statistics: both calls as one batch
-            trace = {}
-            kp = model(torch.cat(images), trace)
+            with capture() as trace:
+                kp = model(torch.cat(images))
             b = images[0].shape[0]
             for c in range(2):
                 part = slice(c * b, (c + 1) * b)
@@ -116,8 +119,8 @@ def test_tiny_detector_shapes_grads_and_identity_init() -> None:
     torch.manual_seed(0)
     model = MTIADetector(**TINY)
     image = torch.rand(2, 3, 64, 64)
-    trace: dict[str, torch.Tensor] = {}
-    kp = model(image, trace)
+    with capture() as trace:
+        kp = model(image)
     assert kp.value.shape == (2, 5, 2) and kp.jacobian.shape == (2, 5, 2, 2)
     assert kp.value.abs().max() < 1
     assert torch.equal(kp.jacobian, torch.eye(2).expand(2, 5, 2, 2))

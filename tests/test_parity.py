@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from mrfa.nn.intermediates import capture
+
 from mrfa.builders import build_model
 from mrfa.config import from_official
 from mrfa.nn.relative_motion import normalize_kp
 from mrfa.official import official_to_ours
 from mrfa.types import Keypoints
-from mrfa.utils.parity import (RTOL, RTOL_TRAIN_BN, compare, find_fixture_dir, fixture_inputs, get_path,
+from parity_helpers import (RTOL, RTOL_TRAIN_BN, compare, find_fixture_dir, fixture_inputs, get_path,
                                load_fixture, recipe_state_dict)
 
 FIXTURE_DIR = find_fixture_dir()
@@ -115,9 +117,8 @@ def _detector_calls(model, section: str, images: list, fx: dict, meta: dict) -> 
         ref_kp = fx[section]["kp"][c]
         if img is None or ref_kp is None:
             continue
-        trace: dict = {}
-        with torch.no_grad():
-            kp = model.kp_detector(img, trace=trace)
+        with torch.no_grad(), capture() as trace:
+            kp = model.kp_detector(img)
         ours = {"kp": [None] * len(images), "detector": [None] * len(images)}
         ours["kp"][c] = {"kp": kp.value, "jacobian": kp.jacobian}
         ours["detector"][c] = trace
@@ -147,9 +148,8 @@ def test_recon(case):
     x = fixture_inputs(fx)
     used = fx["recon"]["kp_used"]
     failures = _detector_calls(model, "recon", [x["source"], x["driving"]], fx, meta)
-    trace: dict = {}
-    with torch.no_grad():
-        out = model(x["source"], x["driving"], kp_source=_kp(used[0]), kp_driving=_kp(used[1]), trace=trace)
+    with torch.no_grad(), capture() as trace:
+        out = model(x["source"], x["driving"], kp_source=_kp(used[0]), kp_driving=_kp(used[1]))
     failures += _check_section("recon", trace, fx, meta, skip=("recon.kp", "recon.detector"))
     assert out.prediction.shape == fx["recon"]["prediction"].shape
     assert not failures, f"{path.name}: {len(failures)} mismatches:\n" + "\n".join(failures[:20])
@@ -169,9 +169,9 @@ def test_animate(case, section):
     kp_norm = normalize_kp(used[0], used[2], used[1], relative=True, adapt_scale=bool(sec["adapt_movement_scale"]),
                            relative_jacobian=bool(sec["use_relative_jacobian"]))
     trace: dict = {"kp_norm": {"kp": kp_norm.value, "jacobian": kp_norm.jacobian}}
-    with torch.no_grad():
+    with torch.no_grad(), capture(trace):
         enc = model.encode_source(x["source"], kp_source=used[0])
-        model.generate(enc, kp_norm, trace=trace)
+        model.generate(enc, kp_norm)
     failures += _check_section(section, trace, fx, meta, skip=(f"{section}.kp.", f"{section}.kp[", f"{section}.detector",
                                                                  f"{section}.kp_used"))
     assert not failures, f"{path.name}/{section}: {len(failures)} mismatches:\n" + "\n".join(failures[:20])

@@ -17,12 +17,17 @@ from mrfa.config import load_config
 from mrfa.builders import build_model
 from mrfa.data.synthetic import generate_dataset
 from mrfa.losses.equivariance import RandomTPSTransform
-from mrfa.training.cli import main as train_main
+from mrfa.cli import main as mrfa_main
 from mrfa.training.flow_accuracy import prior_positions, prior_refiner_positions, refined_positions
 from mrfa.training.objective import TrainingObjective, build_perceptual, tps_dropout_p
 from mrfa.training.state import STATE_NAME
 from mrfa.training.trainer import NonFiniteLossError, Trainer
 from mrfa.training.visualize import COLUMNS, training_grid
+
+
+def train_main(argv: list[str]) -> int:
+    return mrfa_main(["train", *argv])
+
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -202,7 +207,7 @@ def test_fit_writes_logs_tensorboard_images_and_video(data_root, tmp_path) -> No
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (tmp_path / "reconstruction.mp4").stat().st_size > 1000 and 0 < summary["video_l1"] < 1
-    from mrfa.data.video import read_video
+    from mrfa.media.video import read_video
 
     video = read_video(tmp_path / "reconstruction.mp4")
     assert video.shape == (6, 256, 3 * 256, 3)  # source | driving | prediction per test frame, enlarged x4

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from mrfa.cli import main  # noqa: E402
+from mrfa.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["animate", *sys.argv[1:]]))

@@ -4,7 +4,7 @@
   python tools/benchmark.py forward [--config configs/vox256.yaml] [--batch 1 8] [--device cpu cuda]
       full forward (inference mode): frames/s, peak memory, FLOPs per frame by component.
   python tools/benchmark.py train-step [--config ...] [--batch N]   one optimisation step (alias: --train)
-  python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (mrfa.inference.bench)
+  python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (tools/bench_animate.py)
 
 Each measurement runs in a fresh subprocess so CPU peak RSS is per configuration. Timings are medians over
 ``--repeats`` runs after one warm-up. The model is randomly initialised (speed does not depend on the weights).
@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from mrfa.utils.memory import rss_mib as _rss_mib
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from mrfa.utils.memory import rss_mib as _rss_mib  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -123,15 +123,15 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
-    from mrfa.inference import bench
+    import bench_animate  # tools/ is on sys.path when this script runs
 
-    return int(bench.run(args) or 0)
+    return int(bench_animate.run(args) or 0)
 
 
 def cmd_train_step(args: argparse.Namespace) -> int:
-    from mrfa.training import bench
+    import bench_train
 
-    return int(bench.run(args) or 0)
+    return int(bench_train.run(args) or 0)
 
 
 def main() -> int:
@@ -153,22 +153,15 @@ def main() -> int:
     f.add_argument("--repeats", type=int, default=2)
     f.add_argument("--json", default=None, help="also write the rows as JSON here")
     f.set_defaults(func=cmd_forward)
-    try:
-        from mrfa.inference import bench as animate_bench
+    import bench_animate
+    import bench_train
 
-        a = sub.add_parser("animate", help="per-frame animation cost (source cached vs recomputed), memory")
-        animate_bench.add_arguments(a)
-        a.set_defaults(func=cmd_animate)
-    except ImportError:
-        pass
-    try:
-        from mrfa.training import bench as train_bench
-
-        t = sub.add_parser("train-step", help="training step time and peak memory")
-        train_bench.add_arguments(t)
-        t.set_defaults(func=cmd_train_step)
-    except ImportError:
-        pass
+    a = sub.add_parser("animate", help="per-frame animation cost (source cached vs recomputed), memory")
+    bench_animate.add_arguments(a)
+    a.set_defaults(func=cmd_animate)
+    t = sub.add_parser("train-step", help="training step time and peak memory")
+    bench_train.add_arguments(t)
+    t.set_defaults(func=cmd_train_step)
     args = parser.parse_args()
     return args.func(args)
 

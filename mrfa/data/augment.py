@@ -24,58 +24,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class AugmentationParams:
-    """Augmentation switches and strengths (official vox/celebvhq configs use the defaults).
-
-    Attributes:
-        horizontal_flip: allow the p=0.5 horizontal flip (only when no time flip happened).
-        time_flip: allow the p=0.5 time flip (reverses the clip: source <-> driving).
-        brightness: brightness factor range [max(0, 1 - v), 1 + v]; 0 disables.
-        contrast: contrast factor range, as brightness.
-        saturation: saturation factor range, as brightness.
-        hue: hue shift range [-h, h] in turns (0 <= h <= 0.5); 0 disables.
-    """
-
-    horizontal_flip: bool = True
-    time_flip: bool = True
-    brightness: float = 0.1
-    contrast: float = 0.1
-    saturation: float = 0.1
-    hue: float = 0.1
-
-    def __post_init__(self) -> None:
-        for name in ("brightness", "contrast", "saturation"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"AugmentationParams.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"AugmentationParams.hue must be in [0, 0.5], got {self.hue}")
-
-    @classmethod
-    def none(cls) -> "AugmentationParams":
-        """No flips and no jitter (identity augmentation)."""
-        return cls(False, False, 0.0, 0.0, 0.0, 0.0)
-
-    @classmethod
-    def from_config(cls, augmentation_params: Optional[Mapping[str, Any]]) -> "AugmentationParams":
-        """Build from the official YAML block ``{flip_param: {...}, jitter_param: {...}}``; missing blocks
-        disable that part (as in the official code, where an absent key means no transform)."""
-        cfg = dict(augmentation_params or {})
-        unknown = set(cfg) - {"flip_param", "jitter_param"}
-        if unknown:
-            raise ValueError(f"unsupported augmentation_params keys {sorted(unknown)} (crop/resize/rotation "
-                             "are not used by the MRFA configs)")
-        flip = cfg.get("flip_param") or {}
-        jitter = cfg.get("jitter_param") or {}
-        return cls(
-            horizontal_flip=bool(flip.get("horizontal_flip", False)),
-            time_flip=bool(flip.get("time_flip", False)),
-            brightness=float(jitter.get("brightness", 0.0)),
-            contrast=float(jitter.get("contrast", 0.0)),
-            saturation=float(jitter.get("saturation", 0.0)),
-            hue=float(jitter.get("hue", 0.0)),
-        )
+from mrfa.config import AugmentationParams
 
 
 # ----------------------------------------------------------------------------------------------------------

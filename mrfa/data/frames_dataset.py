@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from mrfa.data.augment import AugmentationParams, augment_clip
-from mrfa.data.video import (
+from mrfa.media.video import (
     VIDEO_SUFFIXES,
     VideoReadError,
     list_frame_files,

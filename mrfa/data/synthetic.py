@@ -42,7 +42,7 @@ from scipy.ndimage import map_coordinates
 from skimage import color, data
 from skimage.transform import resize
 
-from mrfa.data.video import write_frame_folder, write_video
+from mrfa.media.video import write_frame_folder, write_video
 
 
 @dataclass(frozen=True)
@@ -377,7 +377,7 @@ def generate_dataset(output: Union[str, Path], *, num_train: int = 40, num_test:
         if verbose:
             print(f"{split}: {count} clips in {split_dir}")
     summary = {
-        "generator": "mrfa.data.synthetic.generate_dataset",
+        "generator": "generate_dataset of mrfa/data/synthetic.py",
         "num_train": num_train, "num_test": num_test, "num_frames": num_frames, "size": size, "seed": seed,
         "clips_per_identity": clips_per_identity, "video_format": video_format,
         "fps": fps if video_format == "mp4" else None,

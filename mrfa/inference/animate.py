@@ -17,36 +17,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Union
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from mrfa.config import ExperimentConfig
-from mrfa.data.video import (
-    FFMPEG_SUFFIXES,
-    GIF_SUFFIXES,
-    VideoReadError,
-    iter_video_frames,
-    to_rgb_uint8,
-    video_info,
-    video_kind,
-)
-from mrfa.inference.crop import CropBox, apply_crop
-from mrfa.inference.face import FaceDetector, NoFaceError
-from mrfa.nn.mrfa import MRFA, SourceEncoding, expand_encoding
-from mrfa.nn.relative_motion import convex_hull_area
+from mrfa.media.convert import float_to_uint8, tensor_to_uint8, to_rgb_uint8
+from mrfa.media.crop import CropBox, apply_crop
+from mrfa.media.face import FaceDetector, NoFaceError, choose_detector
+from mrfa.media.video import (VIDEO_FILE_SUFFIXES, FrameBuffer, VideoReadError, iter_video_frames, read_image,
+                              video_info, video_kind)
+from mrfa.nn.mrfa import MRFA, SourceEncoding
+from mrfa.nn.relative_motion import convex_hull_area, movement_scale
 from mrfa.types import Keypoints
+from mrfa.utils.device import resolve_device
 
 PathLike = Union[str, Path]
 ImageLike = Union[PathLike, np.ndarray, Tensor]
 FramesLike = Union[PathLike, np.ndarray, Tensor, Iterable[np.ndarray]]
-VIDEO_FILE_SUFFIXES = FFMPEG_SUFFIXES + GIF_SUFFIXES
 LANDMARK_SIZE = 256  # side of the frames the best-frame search runs the face detector on
 
 
@@ -75,10 +68,10 @@ def load_image(source: ImageLike, name: str = "source") -> np.ndarray:
     if path.suffix.lower() in VIDEO_FILE_SUFFIXES:
         raise ValueError(f"{name} {path} is a video; expected one image (jpg/png/webp)")
     try:
-        array = iio.imread(path, index=0, plugin="pillow", rotate=True)
-        return to_rgb_uint8(np.asarray(array))
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise VideoReadError(f"could not read the {name} image {path}: {err}") from None
+        return read_image(path)
+    except VideoReadError as err:
+        reason = str(err).split(": ", 1)[-1]
+        raise VideoReadError(f"could not read the {name} image {path}: {reason}") from None
 
 
 def iter_frames(driving: FramesLike, name: str = "driving video") -> Iterator[np.ndarray]:
@@ -157,7 +150,7 @@ def find_best_frame(source: np.ndarray, frames: Iterable[np.ndarray], detector: 
     Args:
         source: ``uint8 [H, W, 3]`` source image, prepared like the driving frames (same crop convention).
         frames: ``uint8 [H, W, 3]`` driving frames (streamed).
-        detector: a face backend of :mod:`mrfa.inference.face` (its detections must carry landmarks).
+        detector: a face backend of :mod:`mrfa.media.face` (its detections must carry landmarks).
 
     Raises:
         NoFaceError: no face (or no landmarks) in the source, or in every driving frame.
@@ -191,7 +184,8 @@ class AnimatedFrame(NamedTuple):
     """One output frame of :meth:`Animator.frames` (keypoints are [-1, 1] (x, y), filled with ``keypoints=True``).
 
     index: driving frame index; prediction / driving: ``uint8 [S, S, 3]`` result and model-size driving frame;
-    kp_source / kp_driving / kp_result: ``[K, 2]`` source, driving-detector and transferred keypoints.
+    kp_source / kp_driving / kp_result: ``[K, 2]`` source, driving-detector and transferred keypoints;
+    finite: False when the model produced NaN / inf for this frame (the prediction is then not meaningful).
     """
 
     index: int
@@ -200,16 +194,7 @@ class AnimatedFrame(NamedTuple):
     kp_source: Optional[np.ndarray] = None
     kp_driving: Optional[np.ndarray] = None
     kp_result: Optional[np.ndarray] = None
-
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; other strings are passed to :class:`torch.device`."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device} was requested but CUDA is not available; use --device cpu")
-    return dev
+    finite: bool = True
 
 
 class Animator:
@@ -217,8 +202,10 @@ class Animator:
 
     Args:
         model: an MRFA network (moved to ``device`` and put in eval mode).
-        device: torch device, or ``"auto"``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a torch.device.
         batch_size: driving frames per forward pass.
+        cache_mb: memory for keeping decoded driving frames between passes (best-frame search, reference frame,
+            rendering), so a video is decoded once when it fits; 0 always decodes again.
 
     Example::
 
@@ -227,24 +214,29 @@ class Animator:
             ...
     """
 
-    def __init__(self, model: MRFA, *, device: Union[str, torch.device] = "cpu", batch_size: int = 4) -> None:
+    def __init__(self, model: MRFA, *, device: Union[str, torch.device] = "cpu", batch_size: int = 4,
+                 cache_mb: float = 1024) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if cache_mb < 0:
+            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
+        self.cache_bytes = int(cache_mb * 2**20)
         self.source_encodings = 0  # how many times a source was actually encoded (the rest hit the cache)
         self._cache: Optional[tuple[str, SourceEncoding]] = None
         self.reference_frame: Optional[int] = None  # driving frame used as reference by the last animation
+        self.driving_passes = 0  # how many times the last animation started reading the driving frames
 
     @classmethod
     def from_checkpoint(cls, path: PathLike, *, device: Union[str, torch.device] = "auto", batch_size: int = 4,
-                        config: Optional[ExperimentConfig] = None) -> "Animator":
+                        config: Optional[ExperimentConfig] = None, cache_mb: float = 1024) -> "Animator":
         """Load a snapshot / training state / official checkpoint (:func:`mrfa.load_checkpoint`; ``config`` only
         for official checkpoints of non-default size)."""
         from mrfa.checkpoint import load_checkpoint
 
-        return cls(load_checkpoint(path, config=config), device=device, batch_size=batch_size)
+        return cls(load_checkpoint(path, config=config), device=device, batch_size=batch_size, cache_mb=cache_mb)
 
     @property
     def image_size(self) -> int:
@@ -259,8 +251,8 @@ class Animator:
 
     @staticmethod
     def to_uint8(images: Tensor) -> np.ndarray:
-        """float ``[B, 3, S, S]`` in [0, 1] -> ``uint8 [B, S, S, 3]`` (rounded)."""
-        return images.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        """float ``[B, 3, S, S]`` in [0, 1] -> ``uint8 [B, S, S, 3]`` (the media layer's rounding rule)."""
+        return tensor_to_uint8(images)
 
     def encode(self, source: np.ndarray) -> SourceEncoding:
         """Source encoding of an ``uint8 [S, S, 3]`` image, cached for the last source seen."""
@@ -275,13 +267,27 @@ class Animator:
         with torch.inference_mode():
             return self.model.kp_detector(frames)
 
+    def _reader(self, driving: FramesLike, passes: int) -> Callable[[], Iterator[np.ndarray]]:
+        """A function that (re)starts the driving frames, counting the passes."""
+        reopen = self._reopener(driving, passes)
+
+        def start() -> Iterator[np.ndarray]:
+            self.driving_passes += 1
+            return reopen()
+        return start
+
     # ------------------------------------------------------------------ reenactment
     def frames(self, source: ImageLike, driving_frames: FramesLike, *, relative: bool = True,
                adapt_scale: bool = False, best_frame: Optional[int] = None, find_best_frame: bool = False,
                detector: Optional[FaceDetector] = None, source_box: Optional[CropBox] = None,
                driving_box: Optional[CropBox] = None, keypoints: bool = False, batch_size: Optional[int] = None,
-               progress: bool = False) -> Iterator[AnimatedFrame]:
+               progress: bool = False, total: Optional[int] = None) -> Iterator[AnimatedFrame]:
         """Reenact ``source`` with ``driving_frames``; yields :class:`AnimatedFrame` in driving order.
+
+        The driving video is decoded once when its frames fit in the animator's ``cache_mb`` (the best-frame
+        search keeps the model-size frames for rendering; a reference frame index keeps the frames up to it);
+        otherwise a second decode replaces the cache. Per-video constants (source encoding, reference
+        keypoints, adapt-scale factor) are computed once.
 
         Args:
             source: image path, array or tensor (any size; see :func:`load_image`).
@@ -296,48 +302,79 @@ class Animator:
             keypoints: also return keypoints (costs one extra detector pass per batch).
             batch_size: driving frames per forward pass (default: the animator's).
             progress: show a tqdm bar on stderr.
+            total: the number of driving frames, for the progress bar (default: a cheap probe).
         """
         size, bs = self.image_size, batch_size or self.batch_size
         src_full = load_image(source)
         src = square_frame(src_full, size, source_box)
         enc = self.encode(src)
-        reopen = self._reopener(driving_frames, passes=2 if (find_best_frame or best_frame) else 1)
-        if find_best_frame:
-            if detector is None:
-                from mrfa.inference.face import choose_detector
+        self.driving_passes = 0
+        reopen = self._reader(driving_frames, passes=2 if (find_best_frame or best_frame) else 1)
 
-                detector = choose_detector("auto")
-            best_frame = _search_best_frame(square_frame(src_full, LANDMARK_SIZE, source_box),
-                                            (square_frame(f, LANDMARK_SIZE, driving_box) for f in reopen()),
+        def model_size(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+            return (square_frame(f, size, driving_box) for f in frames)
+
+        kept = FrameBuffer(self.cache_bytes)  # model-size frames of the best-frame pass
+        if find_best_frame:
+            detector = detector if detector is not None else choose_detector("auto")
+
+            def landmark_frames() -> Iterator[np.ndarray]:
+                for f in reopen():
+                    small = square_frame(f, size, driving_box)
+                    kept.add(small)
+                    yield small if size == LANDMARK_SIZE else square_frame(f, LANDMARK_SIZE, driving_box)
+                kept.finished = True
+
+            best_frame = _search_best_frame(square_frame(src_full, LANDMARK_SIZE, source_box), landmark_frames(),
                                             detector)
         ref = int(best_frame or 0)
         if ref < 0:
             raise ValueError(f"best frame index must be >= 0, got {ref}")
         self.reference_frame = ref
         kp_ref: Optional[Keypoints] = None
-        if ref > 0:
-            frame = next(islice(reopen(), ref, None), None)
-            if frame is None:
-                n = sum(1 for _ in reopen())
+        if kept.complete:
+            if ref >= len(kept.frames):
+                raise ValueError(f"best frame {ref} is past the end of the driving video ({len(kept.frames)} frames)")
+            stream: Iterator[np.ndarray] = iter(kept.frames)
+            if ref > 0:
+                kp_ref = self._detect(self.to_tensor([kept.frames[ref]]))
+        elif ref > 0:  # one pass up to the reference frame, keeping what fits for the rendering
+            head, n, frame = FrameBuffer(self.cache_bytes), 0, None
+            it = model_size(reopen())
+            for frame in it:
+                head.add(frame)
+                n += 1
+                if n > ref:
+                    break
+            if n <= ref:
                 raise ValueError(f"best frame {ref} is past the end of the driving video ({n} frames)")
-            kp_ref = self._detect(self.to_tensor([square_frame(frame, size, driving_box)]))
-        total = count_frames(driving_frames)
+            kp_ref = self._detect(self.to_tensor([frame]))
+            stream = chain(head.frames, it) if not head.overflowed else model_size(reopen())
+        else:
+            stream = model_size(reopen())
+        scale = None
+        if adapt_scale and kp_ref is not None:
+            scale = movement_scale(enc.kp, kp_ref)
+        total = total if total is not None else count_frames(driving_frames)
         with tqdm(total=total, unit="frame", desc="animate", disable=not progress, leave=False) as bar:
             index = 0
-            for batch in _batched((square_frame(f, size, driving_box) for f in reopen()), bs):
+            for batch in _batched(stream, bs):
                 drv = self.to_tensor(batch)  # [B, 3, S, S]
                 if kp_ref is None:
                     kp_ref = self._detect(drv[:1])
+                    if adapt_scale:
+                        scale = movement_scale(enc.kp, kp_ref)
                 with torch.inference_mode():
                     out = self.model.animate(enc.source, drv, drv[:1], relative=relative, adapt_scale=adapt_scale,
-                                             source_encoding=enc, kp_driving_initial=kp_ref)
+                                             source_encoding=enc, kp_driving_initial=kp_ref, scale=scale)
                 preds = self.to_uint8(out.prediction)
                 kp_d = self._detect(drv).value.cpu().numpy() if keypoints else None
                 kp_s = enc.kp.value[0].cpu().numpy() if keypoints else None
                 kp_r = out.kp_driving.value.cpu().numpy() if keypoints else None
+                finite = torch.isfinite(out.prediction).flatten(1).all(dim=1).cpu().numpy()  # [B]
                 for j, pred in enumerate(preds):
                     yield AnimatedFrame(index, pred, batch[j], kp_s, None if kp_d is None else kp_d[j],
-                                        None if kp_r is None else kp_r[j])
+                                        None if kp_r is None else kp_r[j], bool(finite[j]))
                     index += 1
                 bar.update(len(batch))
 
@@ -372,10 +409,7 @@ class Animator:
                     enc = self.encode(batch[0])
                 drv = self.to_tensor(batch)  # [B, 3, S, S]
                 with torch.inference_mode():
-                    kp_d = self.model.kp_detector(drv)
-                    src = enc.source.expand(len(batch), -1, -1, -1)
-                    bg = self.model.bg_predictor(src, drv) if self.model.bg_predictor is not None else None
-                    out = self.model.generate(expand_encoding(enc, len(batch)), kp_d, bg_param=bg)
+                    out = self.model.reconstruct_encoded(enc, drv)
                 preds = out.prediction.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()  # [B, S, S, 3]
                 yield from zip(preds, batch)
                 bar.update(len(batch))
@@ -384,7 +418,7 @@ class Animator:
                     progress: bool = False) -> Iterator[np.ndarray]:
         """Same-identity reconstruction of ``video`` (frame 0 is the source, every frame drives); yields ``uint8 [S, S, 3]``."""
         for pred, _ in self.reconstruct_frames(video, box=box, batch_size=batch_size, progress=progress):
-            yield np.clip(np.rint(pred * 255.0), 0, 255).astype(np.uint8)
+            yield float_to_uint8(pred)
 
     # ------------------------------------------------------------------ internals
     @staticmethod

@@ -20,10 +20,14 @@ from typing import Optional
 
 import numpy as np
 
-from mrfa.data.video import VideoReadError, video_info, video_kind
 from mrfa.inference.animate import AnimatedFrame, Animator, centre_box, iter_frames, load_image, square_frame
-from mrfa.inference.crop import CropBox
-from mrfa.inference.video_writer import FrameWriter, output_kind
+from mrfa.media.crop import CropBox, crop_box_for_image, crop_box_for_video
+from mrfa.media.draw import draw_keypoints
+from mrfa.media import face
+from mrfa.media.paste import paste_back
+from mrfa.media.video import FrameBuffer, VideoReadError, resize_frame, video_info, video_kind
+from mrfa.media.writer import FrameWriter, check_output, output_kind
+from mrfa.utils.warnings import RunWarnings
 
 DEFAULT_FPS = 25.0  # for frame folders, which carry no frame rate
 
@@ -38,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="driving video: mp4 / mov / webm / mkv / avi / gif, or a folder of frames")
     io.add_argument("--output", required=True,
                     help="result: .mp4 / .mov / .mkv / .gif, or a folder name for PNG frames")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace an existing output file, or a PNG folder an earlier mrfa run wrote")
     m = parser.add_argument_group("motion transfer")
     rel = m.add_mutually_exclusive_group()
     rel.add_argument("--relative", dest="relative", action="store_true", default=True,
@@ -60,8 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="face backend for --crop / --find-best-frame (auto: face_alignment if usable, else dlib)")
     f.add_argument("--detect-stride", type=int, default=5, help="run the face detector on every N-th driving frame")
     r = parser.add_argument_group("runtime and rendering")
-    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (auto: cuda when available)")
     r.add_argument("--batch-size", type=int, default=4, help="driving frames per forward pass")
+    r.add_argument("--cache-mb", type=float, default=1024,
+                   help="memory for decoded driving frames kept between passes, so the video is decoded once "
+                        "(default 1024; 0: decode again for each pass)")
     r.add_argument("--fps", type=float, default=None, help="output frame rate (default: the driving video's)")
     r.add_argument("--no-audio", action="store_true", help="do not copy the driving video's audio")
     r.add_argument("--visualize", action="store_true",
@@ -80,30 +89,6 @@ def check_driving(path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ rendering
-def keypoint_colors(num: int) -> np.ndarray:
-    """``[num, 3]`` uint8 distinct colours (hue wheel)."""
-    hue = np.arange(num) / max(num, 1)
-    k = (np.array([5.0, 3.0, 1.0])[None] + hue[:, None] * 6.0) % 6.0  # HSV -> RGB with S = V = 1
-    rgb = 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-    return (rgb * 255).astype(np.uint8)
-
-
-def draw_keypoints(image: np.ndarray, kp: Optional[np.ndarray]) -> np.ndarray:
-    """Draw ``[K, 2]`` keypoints in [-1, 1] (x, y) on a copy of ``uint8 [S, S, 3]`` as coloured discs."""
-    from skimage.draw import disk
-
-    out = image.copy()
-    if kp is None:
-        return out
-    size = out.shape[0]
-    radius = max(1.5, size / 96)
-    for (x, y), colour in zip(kp, keypoint_colors(len(kp))):
-        col, row = ((x + 1) * size - 1) / 2, ((y + 1) * size - 1) / 2  # align_corners=False pixel centres
-        rr, cc = disk((row, col), radius, shape=out.shape[:2])
-        out[rr, cc] = colour
-    return out
-
-
 def visualize(frame: AnimatedFrame, source: np.ndarray, pasted: Optional[np.ndarray] = None) -> np.ndarray:
     """``source | driving | result`` panels (``uint8 [S, 3S(+w), 3]``) with keypoints; ``pasted`` (the full
     paste-back frame) is resized to height S and appended."""
@@ -112,60 +97,72 @@ def visualize(frame: AnimatedFrame, source: np.ndarray, pasted: Optional[np.ndar
     if pasted is not None:
         size = source.shape[0]
         width = max(2, int(round(pasted.shape[1] * size / pasted.shape[0] / 2)) * 2)
-        panels.append(_resize(pasted, (size, width)))
+        panels.append(resize_frame(pasted, (size, width)))
     return np.concatenate(panels, axis=1)
 
 
-def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from mrfa.data.video import resize_frame
-
-    return resize_frame(image, shape)
-
-
 # ------------------------------------------------------------------------------------------ command
-def run(args: argparse.Namespace) -> int:
-    """Execute ``mrfa animate``; returns 0 (errors raise with one clear sentence; ``mrfa`` exits 1)."""
-    from mrfa.inference.crop import crop_box_for_image, crop_box_for_video
-    from mrfa.inference.face import choose_detector
-    from mrfa.inference.paste import paste_back
-
-    source_path, driving_path, output = Path(args.source), Path(args.driving), Path(args.output)
-    kind = output_kind(output)
+def _check_args(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.best_frame is not None and args.best_frame < 0:
         raise ValueError(f"--best-frame must be >= 0, got {args.best_frame}")
-    if output.resolve() in (source_path.resolve(), driving_path.resolve()):
-        raise ValueError(f"--output {output} would overwrite an input")
+    if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
+        raise ValueError(f"--fps must be a positive number, got {args.fps:g}")
+    if args.detect_stride < 1:
+        raise ValueError(f"--detect-stride must be >= 1, got {args.detect_stride}")
+    if not 0.0 <= args.feather <= 0.5:
+        raise ValueError(f"--feather must be in [0, 0.5], got {args.feather:g}")
+    if args.cache_mb < 0:
+        raise ValueError(f"--cache-mb must be >= 0, got {args.cache_mb:g}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``mrfa animate``; returns 0 (errors raise with one clear sentence; ``mrfa`` exits 1)."""
+    _check_args(args)
+    source_path, driving_path, output = Path(args.source), Path(args.driving), Path(args.output)
+    check_output(output, inputs=[source_path, driving_path, args.checkpoint, args.config], overwrite=args.overwrite)
+    kind = output_kind(output)
     src_full = load_image(source_path, "source")
     check_driving(driving_path)
     info = video_info(driving_path)
+    warn = RunWarnings("mrfa animate")
     config = None
     if args.config:
         from mrfa.config import load_config
 
         config = load_config(args.config)
     animator = Animator.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                                        config=config)
-    detector = choose_detector(args.detector) if args.crop != "none" or args.find_best_frame else None
+                                        config=config, cache_mb=args.cache_mb)
+    if min(src_full.shape[:2]) < animator.image_size:
+        warn("upscaled_source", f"the source {source_path} ({src_full.shape[1]}x{src_full.shape[0]}) is smaller "
+                                f"than the model's {animator.image_size} px and is upscaled")
+    detector = face.choose_detector(args.detector) if args.crop != "none" or args.find_best_frame else None
     source_box: Optional[CropBox] = None
     driving_box: Optional[CropBox] = None
+    driving: object = driving_path
+    decodes = 0
     if args.crop in ("both", "source"):
         source_box = crop_box_for_image(src_full, detector=detector, name=f"source {source_path}")
-    if args.crop in ("both", "driving"):
-        driving_box = crop_box_for_video(iter_frames(driving_path), detector=detector, stride=args.detect_stride,
-                                         name=f"driving video {driving_path}")
+    if args.crop in ("both", "driving"):  # the tracking pass keeps the decoded frames for the rendering
+        kept = FrameBuffer(int(args.cache_mb * 2**20))
+        driving_box = crop_box_for_video(kept.tap(iter_frames(driving_path)), detector=detector,
+                                         stride=args.detect_stride, name=f"driving video {driving_path}")
+        decodes += 1
+        if kept.complete:
+            driving = kept.frames
     paste_box = source_box if source_box is not None else centre_box(*src_full.shape[:2])
     fps = args.fps or info.fps or DEFAULT_FPS
     audio = kind == "video" and not args.no_audio and info.has_audio
     source_sq = square_frame(src_full, animator.image_size, source_box)
-    count = 0
+    count, bad = 0, 0
     with FrameWriter(output, fps=fps, audio_from=driving_path if audio else None) as writer:
-        frames = animator.frames(src_full, driving_path, relative=args.relative, adapt_scale=args.adapt_scale,
+        frames = animator.frames(src_full, driving, relative=args.relative, adapt_scale=args.adapt_scale,
                                  best_frame=args.best_frame, find_best_frame=args.find_best_frame,
                                  detector=detector, source_box=source_box, driving_box=driving_box,
-                                 keypoints=args.visualize, progress=not args.quiet)
+                                 keypoints=args.visualize, progress=not args.quiet, total=info.num_frames or None)
         for frame in frames:
+            bad += not frame.finite
             pasted = paste_back(src_full, frame.prediction, paste_box, feather=args.feather) if args.paste_back \
                 else None
             if args.visualize:
@@ -174,20 +171,21 @@ def run(args: argparse.Namespace) -> int:
                 image = pasted if pasted is not None else frame.prediction
             writer.write(image)
             count += 1
+        if bad == count:
+            raise ValueError(f"the model {args.checkpoint} produced NaN / inf for every frame (are its weights "
+                             "finite?); nothing was written")
+    decodes += animator.driving_passes if driving is driving_path else 0
+    if bad:
+        warn("nonfinite_frames", f"{bad} of {count} frames contained NaN / inf model outputs")
+    if info.num_frames and count < info.num_frames:
+        warn("truncated_driving", f"the driving video {driving_path} announces {info.num_frames} frames but only "
+                                  f"{count} could be decoded (a truncated file?)")
+    if audio and writer.audio_error:
+        warn("audio_not_copied", writer.audio_error)
     details = [f"{count} frames", f"{fps:g} fps" if kind != "frames" else "PNG frames",
-               "with audio" if audio else "no audio", f"reference frame {animator.reference_frame}"]
+               "with audio" if audio and writer.audio_muxed else "no audio",
+               f"reference frame {animator.reference_frame}", f"driving decoded {decodes}x"]
     if source_box is not None or driving_box is not None:
         details.append(f"crop boxes source={source_box} driving={driving_box}")
-    print(f"mrfa animate: wrote {output} ({', '.join(details)})")
+    print(f"mrfa animate: wrote {output} ({', '.join(details)})" + warn.summary())
     return 0
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m mrfa.inference.cli_animate``: the same as ``mrfa animate``."""
-    from mrfa.cli import main as mrfa_main
-
-    return mrfa_main(["animate", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``mrfa reconstruct`` options to ``parser`` and return it."""
     parser.add_argument("--checkpoint", required=True, help="mrfa snapshot / training state / official checkpoint")
     parser.add_argument("--config", default=None, help="YAML config (only for official checkpoints of non-default size)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an output folder an earlier run wrote")
     parser.add_argument("--data", required=True,
                         help="dataset root (its test/ split is used), a folder of videos, or one video")
     parser.add_argument("--output", required=True, help="output folder (png/, mp4/, metrics.json)")
@@ -46,21 +47,10 @@ def run(args: argparse.Namespace) -> int:
     png = reconstruct(args.checkpoint, args.data, args.output, config=args.config, device=args.device,
                       batch_size=args.batch_size, max_videos=args.max_videos, max_frames=args.max_frames,
                       write_mp4=not args.no_mp4, png_rounding="truncate" if args.truncate_png else "round",
-                      progress=not args.quiet)
+                      progress=not args.quiet, overwrite=args.overwrite)
     report = json.loads((Path(args.output) / "metrics.json").read_text())
     overall = report["overall"]
     means = ", ".join(f"{k.upper()} {v if isinstance(v, str) else f'{v:.4f}'}" for k, v in overall["mean"].items())
     print(f"mrfa reconstruct: {overall['videos']} videos, {overall['frames']} frames: {means}")
     print(f"  frames: {png}\n  report: {Path(args.output) / 'metrics.json'}")
     return 0
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m mrfa.inference.cli_reconstruct``: the same as ``mrfa reconstruct``."""
-    from mrfa.cli import main as mrfa_main
-
-    return mrfa_main(["reconstruct", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,6 @@ The official script writes PNGs with ``(255 * pred).astype(uint8)`` (truncation)
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -22,12 +21,14 @@ import numpy as np
 
 from mrfa.config import ExperimentConfig
 from mrfa.inference.animate import Animator
-from mrfa.inference.video_writer import FrameWriter, atomic_write_text
-from mrfa.metrics.evaluate import json_safe
+from mrfa.media.convert import float_to_uint8
+from mrfa.media.video import discover_videos, iter_video_frames, video_info
+from mrfa.media.writer import FrameWriter, check_output, write_json
 from mrfa.metrics.image import IMAGE_METRICS, MetricAggregator, frame_metrics
 from mrfa.nn.mrfa import MRFA
 
 PathLike = Union[str, Path]
+OUTPUT_LAYOUT = ("png", "mp4", "metrics.json")  # what reconstruct writes into its output folder
 VIEW_FPS = 25.0  # fps of the viewing mp4 when the video has none (frame folders)
 
 
@@ -38,18 +39,10 @@ def find_videos(data_root: PathLike) -> dict[str, Path]:
     Raises:
         FileNotFoundError: ``data_root`` is missing or holds no video.
     """
-    from mrfa.metrics.frames import discover_videos
-
     root = Path(data_root)
     if not root.exists():
         raise FileNotFoundError(f"dataset root not found: {root}")
     return discover_videos(root / "test" if (root / "test").is_dir() else root)
-
-
-def to_uint8(pred: np.ndarray, rounding: Literal["round", "truncate"] = "round") -> np.ndarray:
-    """float ``[..., 3]`` in [0, 1] -> uint8, rounded or truncated (official ``(255 * x).astype(uint8)``)."""
-    scaled = np.clip(pred, 0.0, 1.0) * 255.0
-    return (np.rint(scaled) if rounding == "round" else np.floor(scaled)).astype(np.uint8)
 
 
 def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: Optional[PathLike] = None, output_dir: Optional[PathLike] = None, *,
@@ -57,7 +50,8 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
                 config: Union[ExperimentConfig, PathLike, None] = None,
                 device: str = "auto", batch_size: int = 8, max_videos: Optional[int] = None,
                 max_frames: Optional[int] = None, write_mp4: bool = True,
-                png_rounding: Literal["round", "truncate"] = "round", progress: bool = False) -> Path:
+                png_rounding: Literal["round", "truncate"] = "round", progress: bool = False,
+                overwrite: bool = False) -> Path:
     """Reconstruct every video of ``data_root`` and score it; returns the folder of PNG predictions.
 
     Args:
@@ -72,6 +66,7 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
         write_mp4: also write the side-by-side viewing mp4s.
         png_rounding: ``"round"`` (default) or ``"truncate"`` (the official uint8 cast).
         progress: tqdm bars on stderr.
+        overwrite: allow an output folder that an earlier mrfa run wrote (one mrfa did not write is refused).
 
     Returns:
         ``output_dir / "png"`` (pass it to ``mrfa evaluate --pred``); the report is in
@@ -82,11 +77,12 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
         raise ValueError("reconstruct needs data_root and output_dir")
     if png_rounding not in ("round", "truncate"):
         raise ValueError(f"png_rounding must be 'round' or 'truncate', got {png_rounding!r}")
+    ckpt_path = checkpoint if checkpoint is not None else (model if isinstance(model, (str, Path)) else None)
+    out = check_output(output_dir, inputs=[data_root, ckpt_path], overwrite=overwrite, layout=OUTPUT_LAYOUT)
     animator = _animator(model if model is not None else checkpoint, config, device, batch_size)
     videos = find_videos(data_root)
     if max_videos is not None:
         videos = dict(list(videos.items())[:max_videos])
-    out = Path(output_dir)
     agg = MetricAggregator()
     start = time.perf_counter()
     for i, (name, path) in enumerate(videos.items()):
@@ -104,15 +100,13 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
         "seconds": time.perf_counter() - start,
         **agg.summary(per_frame=False),
     }
-    atomic_write_text(out / "metrics.json", json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+    write_json(out / "metrics.json", report)
     return out / "png"
 
 
 def _reconstruct_video(animator: Animator, name: str, path: Path, out: Path, agg: MetricAggregator, *,
                        max_frames: Optional[int], write_mp4: bool, png_rounding: str, progress: bool) -> None:
     from itertools import islice
-
-    from mrfa.data.video import iter_video_frames, video_info
 
     info = video_info(path)  # FOMM PNG strips are videos here too
     fps = info.fps or VIEW_FPS
@@ -124,7 +118,7 @@ def _reconstruct_video(animator: Animator, name: str, path: Path, out: Path, agg
     try:
         for t, (pred, driving) in enumerate(animator.reconstruct_frames(frames, total=total, progress=progress)):
             source = driving if source is None else source
-            pred8 = to_uint8(pred, png_rounding)  # [S, S, 3]
+            pred8 = float_to_uint8(pred, png_rounding)  # [S, S, 3]
             agg.add(name, t, frame_metrics(pred, driving), keep=False)
             png.write(pred8)
             if mp4 is not None:

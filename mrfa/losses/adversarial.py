@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from mrfa.losses.pyramid import ImagePyramid
-from mrfa.nn.blocks import kp2gaussian
+from mrfa.ops.grid import kp2gaussian
 
 FM_WEIGHTS = (10.0, 10.0, 10.0, 10.0)
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mrfa.nn.blocks import make_coordinate_grid
+from mrfa.ops.grid import make_coordinate_grid
 from mrfa.types import Keypoints
 
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from mrfa.nn.blocks import AntiAliasInterpolation2d
+from mrfa.ops.grid import AntiAliasInterpolation2d
 
 DEFAULT_SCALES = (1.0, 0.5, 0.25, 0.125)
 

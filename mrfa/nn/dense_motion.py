@@ -60,11 +60,17 @@ class DenseMotionNetwork(nn.Module):
         self.occlusion = nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
         self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
 
+    def prepare_source(self, source: Tensor) -> Tensor:
+        """The blurred, downsampled source [B, C, h, w] the prior works on (a per-video constant)."""
+        return self.down(source)
+
     def forward(self, source: Tensor, kp_driving: Keypoints, kp_source: Keypoints,
-                bg_param: Optional[Tensor] = None, dropout_p: float = 0.0) -> DenseMotion:
-        """source: [B, C, H, W] full resolution; returns grids/logits at H*scale (spec 3.2)."""
+                bg_param: Optional[Tensor] = None, dropout_p: float = 0.0,
+                prior_input: Optional[Tensor] = None) -> DenseMotion:
+        """source: [B, C, H, W] full resolution (or ``prior_input``, its cached :meth:`prepare_source`);
+        returns grids/logits at H*scale (spec 3.2)."""
         del dropout_p  # only the TPS prior uses component dropout
-        src = self.down(source)  # [B, C, h, w]
+        src = self.prepare_source(source) if prior_input is None else prior_input  # [B, C, h, w]
         b, c, h, w = src.shape
         k = self.num_kp
         gauss_d = kp2gaussian(kp_driving.value, (h, w), self.kp_variance)

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from .intermediates import record
 
 from mrfa.nn.blocks import AntiAliasInterpolation2d, Hourglass, kp2gaussian, make_coordinate_grid
 from mrfa.types import DenseMotion, Keypoints
@@ -145,9 +146,13 @@ class TPSDenseMotionNetwork(nn.Module):
             bg = bg[..., :2] / bg[..., 2:3]
         return torch.cat([bg, tps], dim=1)
 
+    def prepare_source(self, source: Tensor) -> Tensor:
+        """The (blurred, downsampled) source [B, C, h, w] the prior works on (a per-video constant)."""
+        return source if self.down is None else self.down(source)
+
     def forward(self, source: Tensor, kp_driving: Keypoints, kp_source: Keypoints,
                 bg_param: Optional[Tensor] = None, dropout_p: float = 0.0,
-                trace: Optional[dict[str, Any]] = None) -> DenseMotion:
+                prior_input: Optional[Tensor] = None) -> DenseMotion:
         """Estimate the prior motion.
 
         Args:
@@ -155,9 +160,7 @@ class TPSDenseMotionNetwork(nn.Module):
             kp_driving, kp_source: keypoints with value [B, K, 2] (jacobians are ignored).
             bg_param: optional background affine [B, 3, 3].
             dropout_p: TPS dropout probability; applied only in training mode and when > 0.
-            trace: optional dict receiving the fixture's intermediates (``heatmap``,
-                ``transformations``, ``deformed_source``, ``contribution_maps``, ``deformation``,
-                ``occlusion``).
+            prior_input: the cached :meth:`prepare_source` of ``source`` (computed here when None).
 
         Returns:
             DenseMotion with deformation [B, h, w, 2] (driving -> source, normalised grid),
@@ -168,7 +171,7 @@ class TPSDenseMotionNetwork(nn.Module):
         if kp_driving.value.shape[1] != self.num_kp or kp_source.value.shape[1] != self.num_kp:
             raise ValueError(f"TPSDenseMotionNetwork expects {self.num_kp} keypoints, got "
                              f"{kp_driving.value.shape[1]} (driving) and {kp_source.value.shape[1]} (source)")
-        x = source if self.down is None else self.down(source)  # [B, C, h, w]
+        x = self.prepare_source(source) if prior_input is None else prior_input  # [B, C, h, w]
         b, c, h, w = x.shape
         m = self.num_tps + 1
         heatmap = self.heatmaps((h, w), kp_driving.value, kp_source.value)  # [B, K+1, h, w]
@@ -184,10 +187,8 @@ class TPSDenseMotionNetwork(nn.Module):
             contribution = F.softmax(logits, dim=1)
         deformation = (transformations * contribution.unsqueeze(-1)).sum(dim=1)  # [B, h, w, 2]
         occlusion = self.occlusion[0](feature)  # [B, 1, h, w] logits
-        if trace is not None:
-            trace.update(heatmap=heatmap, transformations=transformations, deformed_source=deformed,
-                         contribution_maps=contribution, mask=contribution, deformation=deformation,
-                         occlusion=occlusion)
+        record(heatmap=heatmap, transformations=transformations, deformed_source=deformed,
+               contribution_maps=contribution, mask=contribution, deformation=deformation, occlusion=occlusion)
         return DenseMotion(deformation=deformation, occlusion=occlusion, mask=contribution,
                            logit_mask=logits, heatmap=heatmap, sparse_motion=transformations,
                            sparse_deformed=deformed)

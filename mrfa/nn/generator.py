@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import ChannelBlock2d, DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+from .intermediates import record
 
 
 def level_channels(block_expansion: int, max_features: int, num_down_blocks: int) -> list[int]:
@@ -47,7 +48,7 @@ class OcclusionAwareGenerator(nn.Module):
         return out[::-1]
 
     def decode(self, warped: list[Tensor], occlusion: list[Tensor], coarse: Optional[list[Tensor]],
-               warp_img: Tensor, trace: Optional[dict] = None) -> Tensor:
+               warp_img: Tensor) -> Tensor:
         """Fuse warped source features (coarse to fine) into the predicted image [B, 3, H, W].
 
         Args:
@@ -72,7 +73,5 @@ class OcclusionAwareGenerator(nn.Module):
         logit = self.final(out)
         occ = occlusion[-1]
         prediction = torch.sigmoid(logit) * (1 - occ) + warp_img * occ
-        if trace is not None:
-            trace["decode_up"] = ups
-            trace["final_logit"] = logit
+        record(decode_up=ups, final_logit=logit)
         return prediction

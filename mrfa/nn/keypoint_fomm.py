@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from .intermediates import record
 
 from mrfa.nn.blocks import AntiAliasInterpolation2d, Hourglass, make_coordinate_grid
 from mrfa.types import Keypoints
@@ -58,8 +59,9 @@ class FOMMKeypointDetector(nn.Module):
         if self.scale_factor != 1.0:
             self.down = AntiAliasInterpolation2d(num_channels, self.scale_factor)
 
-    def forward(self, image: Tensor, trace: Optional[dict[str, Any]] = None) -> Keypoints:
-        """Detect keypoints; with ``trace`` a dict, store ``hourglass``, ``heatmap_logits``, ``jacobian_map``."""
+    def forward(self, image: Tensor) -> Keypoints:
+        """Detect keypoints (records ``hourglass``, ``heatmap_logits``, ``jacobian_map`` under
+        :func:`mrfa.nn.intermediates.capture`)."""
         x = image if self.down is None else self.down(image)  # [B, C, h, w]
         feature = self.predictor(x)  # [B, F, h, w]
         logits = self.kp(feature)  # [B, K, h', w']
@@ -67,14 +69,11 @@ class FOMMKeypointDetector(nn.Module):
         heatmap = F.softmax(logits.view(b, k, -1) / self.temperature, dim=2).view(b, k, hh, ww)
         grid = make_coordinate_grid(hh, ww, device=logits.device, dtype=logits.dtype)  # [h', w', 2]
         value = (heatmap.unsqueeze(-1) * grid).sum(dim=(2, 3))  # [B, K, 2]
-        if trace is not None:
-            trace["hourglass"] = feature
-            trace["heatmap_logits"] = logits
+        record(hourglass=feature, heatmap_logits=logits)
         jacobian = None
         if self.jacobian is not None:
             jac_map = self.jacobian(feature)  # [B, 4 * M, h', w']
-            if trace is not None:
-                trace["jacobian_map"] = jac_map
+            record(jacobian_map=jac_map)
             jac_map = jac_map.view(b, self.num_jacobian_maps, 4, hh, ww)
             jacobian = (heatmap.unsqueeze(2) * jac_map).view(b, k, 4, -1).sum(-1)  # [B, K, 4]
             jacobian = jacobian.view(b, k, 2, 2)

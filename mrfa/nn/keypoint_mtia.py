@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from .intermediates import record
 
 from mrfa.nn.hrnet import HRNetStem
 from mrfa.types import Keypoints
@@ -198,7 +199,7 @@ class KeypointTokenTransformer(nn.Module):
         x = feature.reshape(b, c, h // p, p, w // p, p)  # [B, C, gh, p1, gw, p2]
         return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
 
-    def forward(self, feature: Tensor, trace: Optional[dict[str, Tensor]] = None) -> Keypoints:
+    def forward(self, feature: Tensor) -> Keypoints:
         """HRNet feature ``[B, C, h, w]`` -> Keypoints (value ``[B, K, 2]``, jacobian ``[B, K, 2, 2]``)."""
         x = self.patch_to_embedding(self.tokenize(feature)) + self.pos_embedding  # [B, P, dim]
         tokens = self.keypoint_token.expand(x.shape[0], -1, -1)  # [B, T, dim]
@@ -208,9 +209,7 @@ class KeypointTokenTransformer(nn.Module):
         jacobian = None
         if self.mlp_head_jacobian is not None:
             jacobian = self.mlp_head_jacobian(x[:, k:2 * k]).reshape(x.shape[0], k, 2, 2)  # [B, K, 2, 2]
-        if trace is not None:
-            trace["tokens"] = x.detach()
-            trace["kp_tokens"] = x[:, :self.num_tokens].detach()
+        record(tokens=x.detach(), kp_tokens=x[:, :self.num_tokens].detach())
         return Keypoints(value, jacobian)
 
 
@@ -252,14 +251,15 @@ class MTIADetector(nn.Module):
             patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_dim=dim * mlp_ratio,
             estimate_jacobian=estimate_jacobian)
 
-    def forward(self, image: Tensor, trace: Optional[dict[str, Tensor]] = None) -> Keypoints:
+    def forward(self, image: Tensor) -> Keypoints:
         """Detect keypoints.
 
         Args:
             image: ``[B, 3, image_size, image_size]`` RGB in [0, 1] (no normalisation).
-            trace: if a dict, receives detached internals: ``hrnet_feature`` ``[B, C0, S/4, S/4]``,
-                ``tokens`` ``[B, T + P, dim]`` (transformer output, special tokens first) and
-                ``kp_tokens`` ``[B, T, dim]`` (T = 2K with jacobians, else K).
+
+        Under :func:`mrfa.nn.intermediates.capture` it records detached internals: ``hrnet_feature``
+        ``[B, C0, S/4, S/4]``, ``tokens`` ``[B, T + P, dim]`` (transformer output, special tokens first) and
+        ``kp_tokens`` ``[B, T, dim]`` (T = 2K with jacobians, else K).
 
         Returns:
             Keypoints: value ``[B, K, 2]`` in (-1, 1), (x, y); jacobian ``[B, K, 2, 2]`` or None.
@@ -268,58 +268,5 @@ class MTIADetector(nn.Module):
             raise ValueError(f"MTIADetector was built for {self.image_size}x{self.image_size} images, "
                              f"got {tuple(image.shape[-2:])}.")
         feature = self.pre_feature(image)  # [B, C0, S/4, S/4]
-        if trace is not None:
-            trace["hrnet_feature"] = feature.detach()
-        return self.transformer(feature, trace)
-
-
-def _pair_to_int(value: Any, name: str) -> int:
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2 or value[0] != value[1]:
-            raise ValueError(f"official MODEL.{name} must be square, got {value}.")
-        value = value[0]
-    return int(value)
-
-
-def mtia_kwargs_from_official(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """Constructor kwargs of :class:`MTIADetector` from an official ``mtia_kp_detector.MODEL`` dict.
-
-    Reads only the keys the official code uses (NUM_JOINTS, IMAGE_SIZE, PATCH_SIZE, DIM,
-    TRANSFORMER_DEPTH, TRANSFORMER_HEADS, TRANSFORMER_MLP_RATIO, ESTIMATE_JACOBIAN, BASE_CHANNEL,
-    EXTRA.STAGE2 / STAGE3) and rejects the variants this implementation does not provide.
-    """
-    if model_cfg.get("POS_EMBEDDING_TYPE", "sine-full") != "sine-full":
-        raise ValueError(f"only POS_EMBEDDING_TYPE 'sine-full' is supported, got {model_cfg['POS_EMBEDDING_TYPE']!r}.")
-    if model_cfg.get("DATA_PREPROCESS", False):
-        raise ValueError("official MODEL.DATA_PREPROCESS True (ImageNet normalisation) is not supported.")
-    if model_cfg.get("FIX_IMG2MOTION_ATTENTION", False):
-        raise ValueError("official MODEL.FIX_IMG2MOTION_ATTENTION True is not supported.")
-    stages = {}
-    for name in ("STAGE2", "STAGE3"):
-        stage = model_cfg["EXTRA"][name]
-        if stage.get("BLOCK", "BASIC") != "BASIC" or stage.get("FUSE_METHOD", "SUM") != "SUM":
-            raise ValueError(f"official EXTRA.{name} must use BLOCK BASIC and FUSE_METHOD SUM, got "
-                             f"{stage.get('BLOCK')!r} / {stage.get('FUSE_METHOD')!r}.")
-        if not stage["NUM_BRANCHES"] == len(stage["NUM_BLOCKS"]) == len(stage["NUM_CHANNELS"]):
-            raise ValueError(f"official EXTRA.{name} NUM_BRANCHES disagrees with NUM_BLOCKS / NUM_CHANNELS.")
-        stages[name] = stage
-    base = int(model_cfg["BASE_CHANNEL"])
-    if base != stages["STAGE3"]["NUM_CHANNELS"][0]:
-        raise ValueError(f"official MODEL.BASE_CHANNEL {base} must equal EXTRA.STAGE3.NUM_CHANNELS[0] "
-                         f"{stages['STAGE3']['NUM_CHANNELS'][0]} (the HRNet output channels).")
-    return {
-        "num_kp": int(model_cfg["NUM_JOINTS"]),
-        "image_size": _pair_to_int(model_cfg["IMAGE_SIZE"], "IMAGE_SIZE"),
-        "stage2_modules": int(stages["STAGE2"]["NUM_MODULES"]),
-        "stage2_blocks": tuple(int(v) for v in stages["STAGE2"]["NUM_BLOCKS"]),
-        "stage2_channels": tuple(int(v) for v in stages["STAGE2"]["NUM_CHANNELS"]),
-        "stage3_modules": int(stages["STAGE3"]["NUM_MODULES"]),
-        "stage3_blocks": tuple(int(v) for v in stages["STAGE3"]["NUM_BLOCKS"]),
-        "stage3_channels": tuple(int(v) for v in stages["STAGE3"]["NUM_CHANNELS"]),
-        "patch_size": _pair_to_int(model_cfg["PATCH_SIZE"], "PATCH_SIZE"),
-        "dim": int(model_cfg["DIM"]),
-        "depth": int(model_cfg["TRANSFORMER_DEPTH"]),
-        "heads": int(model_cfg["TRANSFORMER_HEADS"]),
-        "mlp_ratio": int(model_cfg["TRANSFORMER_MLP_RATIO"]),
-        "estimate_jacobian": bool(model_cfg["ESTIMATE_JACOBIAN"]),
-    }
+        record(hrnet_feature=feature.detach())
+        return self.transformer(feature)

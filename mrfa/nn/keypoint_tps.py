@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
+from .intermediates import record
 
 from mrfa.nn.resnet import ResNet18
 from mrfa.types import Keypoints
@@ -34,10 +35,9 @@ class TPSKeypointDetector(nn.Module):
         self.num_kp = num_tps * POINTS_PER_TPS
         self.fg_encoder = ResNet18(in_channels=num_channels, num_outputs=self.num_kp * 2)
 
-    def forward(self, image: Tensor, trace: Optional[dict[str, Any]] = None) -> Keypoints:
-        """Detect keypoints; with ``trace`` a dict, store the raw ``fc_out`` [B, 2K] there."""
+    def forward(self, image: Tensor) -> Keypoints:
+        """Detect keypoints (records the raw ``fc_out`` [B, 2K] under :func:`mrfa.nn.intermediates.capture`)."""
         out = self.fg_encoder(image)  # [B, 2K]
-        if trace is not None:
-            trace["fc_out"] = out
+        record(fc_out=out)
         value = (torch.sigmoid(out) * 2 - 1).view(out.shape[0], self.num_kp, 2)  # [B, K, 2]
         return Keypoints(value=value, jacobian=None)

@@ -11,11 +11,12 @@ from typing import NamedTuple, Optional
 
 from torch import Tensor, nn
 
+from ..ops.grid import AntiAliasInterpolation2d
 from ..types import Keypoints, MRFAOutput
-from .blocks import AntiAliasInterpolation2d
 from .generator import OcclusionAwareGenerator
+from .intermediates import current, paused, scope
 from .refiner import MotionRefiner, SourceStructure
-from .relative_motion import normalize_kp
+from .relative_motion import movement_scale, normalize_kp
 
 
 class SourceEncoding(NamedTuple):
@@ -25,6 +26,7 @@ class SourceEncoding(NamedTuple):
     kp: Keypoints
     features: list  # generator.encode(source), coarse to fine
     structure: Optional[SourceStructure]  # None in prior-only mode
+    prior_input: Optional[Tensor] = None  # [B, 3, h, w] the prior's blurred, downsampled source (None: no prior)
 
 
 class MRFA(nn.Module):
@@ -75,30 +77,37 @@ class MRFA(nn.Module):
         return v.view(v.shape[0], -1, self.kp_group, 2).mean(2)
 
     def encode_source(self, source: Tensor, kp_source: Optional[Keypoints] = None) -> SourceEncoding:
-        """Detector, generator features and source structure of ``source`` (computed once per video)."""
-        kp = self.kp_detector(source) if kp_source is None else kp_source
+        """Everything that depends on the source only (computed once per video): detector keypoints, generator
+        features, source structure and the prior's blurred source."""
+        with paused():
+            kp = self.kp_detector(source) if kp_source is None else kp_source
         features = self.generator.encode(source)
         structure = None
         if not self.refiner.prior_only:
             structure = self.refiner.encode_source(self.structure_kp(kp), self.down(source))
-        return SourceEncoding(source=source, kp=kp, features=features, structure=structure)
+        prior_input = self.dense_motion.prepare_source(source) if self.dense_motion is not None else None
+        return SourceEncoding(source=source, kp=kp, features=features, structure=structure, prior_input=prior_input)
 
     def generate(self, enc: SourceEncoding, kp_driving: Keypoints, bg_param: Optional[Tensor] = None,
-                 dropout_p: float = 0.0, trace: Optional[dict] = None) -> MRFAOutput:
-        """Render the source encoding with the driving keypoints (forward and animate share this)."""
+                 dropout_p: float = 0.0) -> MRFAOutput:
+        """Render the source encoding with the driving keypoints: the one rendering path of the model (the
+        training objective, reconstruction, reenactment and the visualisation all end here)."""
         source = enc.source
         dense = None
         if self.dense_motion is not None:
-            dense = self.dense_motion(source, kp_driving, enc.kp, bg_param=bg_param, dropout_p=dropout_p)
-        dec_trace = None
+            with paused():
+                dense = self.dense_motion(source, kp_driving, enc.kp, bg_param=bg_param, dropout_p=dropout_p,
+                                          prior_input=enc.prior_input)
+        trace = current()
         if trace is not None:
             trace["img_down"] = self.down(source)
             trace["dense_motion"] = dense._asdict() if dense is not None else None
-            dec_trace = trace.setdefault("decoder", {})
-            dec_trace["gen_features"] = enc.features
-        ref = self.refiner(enc.features, source, self.structure_kp(kp_driving), dense,
-                           source_structure=enc.structure, trace=dec_trace)
-        prediction = self.generator.decode(ref.warped, ref.occlusion, ref.coarse, ref.warp_img, trace=dec_trace)
+        with scope("decoder") as dec_trace:
+            if dec_trace is not None:
+                dec_trace["gen_features"] = enc.features
+            ref = self.refiner(enc.features, source, self.structure_kp(kp_driving), dense,
+                               source_structure=enc.structure)
+            prediction = self.generator.decode(ref.warped, ref.occlusion, ref.coarse, ref.warp_img)
         if trace is not None:
             trace["prediction"] = prediction
         return MRFAOutput(prediction=prediction, kp_source=enc.kp, kp_driving=kp_driving, flows=ref.flows,
@@ -109,46 +118,64 @@ class MRFA(nn.Module):
     # ------------------------------------------------------------------ public API
     def forward(self, source: Tensor, driving: Tensor, *, kp_source: Optional[Keypoints] = None,
                 kp_driving: Optional[Keypoints] = None, dropout_p: float = 0.0,
-                trace: Optional[dict] = None) -> MRFAOutput:
+                use_background: bool = True) -> MRFAOutput:
         """Reconstruct ``driving`` from ``source`` (both [B, C, H, W] in [0, 1]).
 
         ``kp_source`` / ``kp_driving`` override the detector (used by the parity tests); ``dropout_p`` is the
-        TPS prior's training-time component dropout; ``trace`` (a dict) receives every intermediate.
+        TPS prior's training-time component dropout; ``use_background=False`` leaves the background motion out
+        (the training schedule's ``bg_start``). Intermediates: :func:`mrfa.nn.intermediates.capture`.
         """
         self.check_image(source, "source")
         self.check_image(driving, "driving")
         if source.shape[0] != driving.shape[0]:
             raise ValueError(f"source and driving batch sizes differ: {source.shape[0]} vs {driving.shape[0]}")
-        kp_d = self.kp_detector(driving) if kp_driving is None else kp_driving
+        with paused():
+            kp_d = self.kp_detector(driving) if kp_driving is None else kp_driving
         enc = self.encode_source(source, kp_source)
-        bg_param = self.bg_predictor(source, driving) if self.bg_predictor is not None else None
+        return self.reconstruct_encoded(enc, driving, kp_driving=kp_d, dropout_p=dropout_p,
+                                        use_background=use_background)
+
+    def reconstruct_encoded(self, enc: SourceEncoding, driving: Tensor, *, kp_driving: Optional[Keypoints] = None,
+                            dropout_p: float = 0.0, use_background: bool = True) -> MRFAOutput:
+        """Same-identity reconstruction of ``driving`` [B, C, H, W] from a source encoding (batch 1 encodings
+        are broadcast): absolute driving keypoints plus the background motion when the model has it."""
+        enc = expand_encoding(enc, driving.shape[0])
+        with paused():
+            kp_d = self.kp_detector(driving) if kp_driving is None else kp_driving
+            bg_param = None
+            if self.bg_predictor is not None and use_background:
+                bg_param = self.bg_predictor(enc.source, driving)  # [B, 3, 3]
+        trace = current()
         if trace is not None and bg_param is not None:
             trace["bg_param"] = [bg_param]
-        return self.generate(enc, kp_d, bg_param=bg_param, dropout_p=dropout_p, trace=trace)
+        return self.generate(enc, kp_d, bg_param=bg_param, dropout_p=dropout_p)
 
     def animate(self, source: Tensor, driving: Tensor, driving_initial: Tensor, *, relative: bool = True,
                 adapt_scale: bool = False, relative_jacobian: Optional[bool] = None,
                 source_encoding: Optional[SourceEncoding] = None, kp_driving_initial: Optional[Keypoints] = None,
-                trace: Optional[dict] = None) -> MRFAOutput:
+                scale: Optional[Tensor] = None) -> MRFAOutput:
         """Reenact ``source`` with the motion of ``driving`` relative to ``driving_initial`` (spec 10).
 
         As the official demo: no background motion; relative jacobians whenever the detector has them
-        (``relative_jacobian=None``). Pass a cached ``source_encoding`` / ``kp_driving_initial`` to avoid
-        recomputing them per frame.
+        (``relative_jacobian=None``). Pass a cached ``source_encoding`` / ``kp_driving_initial`` / adapt-scale
+        ``scale`` (:func:`movement_scale`) to avoid recomputing these per-video constants for every batch.
         """
         self.check_image(driving, "driving")
         enc = source_encoding if source_encoding is not None else self.encode_source(self._checked(source, "source"))
-        kp_d0 = kp_driving_initial if kp_driving_initial is not None else \
-            self.kp_detector(self._checked(driving_initial, "driving_initial"))
-        kp_d = self.kp_detector(driving)
+        with paused():
+            kp_d0 = kp_driving_initial if kp_driving_initial is not None else \
+                self.kp_detector(self._checked(driving_initial, "driving_initial"))
+            kp_d = self.kp_detector(driving)
         kp_s = _expand_kp(enc.kp, kp_d.value.shape[0])
+        if adapt_scale and scale is None:
+            scale = movement_scale(kp_s, _expand_kp(kp_d0, kp_d.value.shape[0]))
         kp_d0 = _expand_kp(kp_d0, kp_d.value.shape[0])
         if relative_jacobian is None:
             relative_jacobian = kp_d.jacobian is not None
         kp_norm = normalize_kp(kp_s, kp_d, kp_d0, relative=relative, adapt_scale=adapt_scale,
-                               relative_jacobian=relative_jacobian)
+                               relative_jacobian=relative_jacobian, scale=scale)
         enc = expand_encoding(enc, kp_d.value.shape[0])
-        return self.generate(enc, kp_norm, trace=trace)
+        return self.generate(enc, kp_norm)
 
     def _checked(self, x: Tensor, name: str) -> Tensor:
         self.check_image(x, name)
@@ -168,4 +195,6 @@ def expand_encoding(enc: SourceEncoding, batch: int) -> SourceEncoding:
         return enc
     ex = lambda t: t.expand(batch, *t.shape[1:])  # noqa: E731
     structure = None if enc.structure is None else SourceStructure(*map(ex, enc.structure))
-    return SourceEncoding(ex(enc.source), _expand_kp(enc.kp, batch), [ex(f) for f in enc.features], structure)
+    prior_input = None if enc.prior_input is None else ex(enc.prior_input)
+    return SourceEncoding(ex(enc.source), _expand_kp(enc.kp, batch), [ex(f) for f in enc.features], structure,
+                          prior_input)

@@ -20,6 +20,7 @@ from ..types import DenseMotion
 from .blocks import kp2gaussian
 from .flow_updater import MotionEncoder, RefineHead
 from .structure_encoder import StructureEncoder
+from .intermediates import current, record
 
 
 class Refinement(NamedTuple):
@@ -30,7 +31,6 @@ class Refinement(NamedTuple):
     coarse: Optional[list[Tensor]]  # prior-warped features (coarse branch); None in prior-only mode
     flows: list[Tensor]  # [B, 2, r, r] pixel flows: refined per level (prior-only: the resized prior)
     flows_in: list[Tensor]  # [B, 2, r, r] flows entering each level
-    occlusion_logits: list[Tensor]
     warp_img: Tensor  # [B, 3, H, W] source warped to the driving frame
 
 
@@ -94,7 +94,7 @@ class MotionRefiner(nn.Module):
         return SourceStructure(key=key, struct_in=struct_in, hourglass=hourglass)
 
     # ------------------------------------------------------------------ lookup
-    def _lookup(self, volume: Optional[Tensor], pyramids: CorrelationState, flow: Tensor, basic: int) -> Tensor:
+    def _lookup(self, pyramids: CorrelationState, flow: Tensor) -> Tensor:
         """Correlation features [B, L*(2r+1)^2, r, r] around ``flow`` (spec 4.1).
 
         Grids up to the motion grid g look up the volume pooled over the driving grid by f = g / r; finer
@@ -116,7 +116,7 @@ class MotionRefiner(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, features: list[Tensor], source: Tensor, kp_driving: Tensor, dense: Optional[DenseMotion],
                 source_structure: Optional[SourceStructure] = None, img_down: Optional[Tensor] = None,
-                kp_source: Optional[Tensor] = None, trace: Optional[dict] = None) -> Refinement:
+                kp_source: Optional[Tensor] = None) -> Refinement:
         """Refine the prior over all generator levels.
 
         Args:
@@ -127,13 +127,14 @@ class MotionRefiner(nn.Module):
             source_structure: cached ``encode_source`` output, or computed from kp_source + img_down.
         """
         if self.prior_only:
-            return self._prior_only(features, source, dense, trace)
+            return self._prior_only(features, source, dense)
         if source_structure is None:
             source_structure = self.encode_source(kp_source, img_down)
         drv_in = self.structure_input(kp_driving)
         drv_hourglass, query = self.driving(drv_in)
         # the full volume is only needed by the correlation initialisation; lookups use prebuilt pyramids
         volume = corr_volume(query, source_structure.key) if self.flow_init == "correlation" else None
+        trace = current()
         if trace is not None:
             trace.update(struct_src_in=source_structure.struct_in, struct_src_hourglass=source_structure.hourglass,
                          key_src=source_structure.key, struct_drv_in=drv_in, struct_drv_hourglass=drv_hourglass,
@@ -141,15 +142,14 @@ class MotionRefiner(nn.Module):
 
         init_flow, init_occ, deformation = self._initial_motion(volume, dense)
         resolutions = [f.shape[-1] for f in features]
-        basic = resolutions.index(self.grid_size)
         pyramids = correlation_state(query, source_structure.key, {max(self.grid_size // r, 1) for r in resolutions},
                                      self.corr_levels, self.corr_mode)  # built once per forward
         flow = resize(init_flow, resolutions[0]) * (resolutions[0] / self.grid_size)
         occ_in = resize(init_occ, resolutions[0])
         acc_flow = acc_occ = None
-        out = Refinement([], [], [], [], [], [], source)
+        out = Refinement([], [], [], [], [], source)
         for i, (feat, r) in enumerate(zip(features, resolutions)):
-            corr = self._lookup(volume, pyramids, flow, basic)
+            corr = self._lookup(pyramids, flow)
             motion = self.motion_encoder(flow, corr)
             warped_pre = warp(feat, flow)
             context = self.to_context[i](warped_pre)
@@ -159,7 +159,7 @@ class MotionRefiner(nn.Module):
             occ = torch.sigmoid(occ_logit)
             warped = warp(feat, flow_ref)
             coarse = F.grid_sample(feat, resize_grid(deformation, r), align_corners=False)
-            for lst, v in zip(out[:6], (warped, occ, coarse, flow_ref, flow, occ_logit)):
+            for lst, v in zip(out[:5], (warped, occ, coarse, flow_ref, flow)):
                 lst.append(v)
             if trace is not None:
                 trace["levels"].append(dict(
@@ -177,8 +177,7 @@ class MotionRefiner(nn.Module):
                 occ_in = resize(init_occ, r_next) + acc_occ
         final_flow = out.flows[-1] if self.final_warp == "refined" else out.flows_in[-1]
         warp_img = warp(source, final_flow)
-        if trace is not None:
-            trace["warp_img"] = warp_img
+        record(warp_img=warp_img)
         return out._replace(warp_img=warp_img)
 
     def _initial_motion(self, volume: Optional[Tensor], dense: Optional[DenseMotion]) -> tuple[Tensor, Tensor, Tensor]:
@@ -192,9 +191,8 @@ class MotionRefiner(nn.Module):
         flow = target - coords_grid(b, g, g, device=volume.device, dtype=volume.dtype)
         return flow, torch.zeros_like(flow[:, :1]), pixel_flow_to_grid(flow)
 
-    def _prior_only(self, features: list[Tensor], source: Tensor, dense: DenseMotion,
-                    trace: Optional[dict]) -> Refinement:
-        out = Refinement([], [], None, [], [], [], source)
+    def _prior_only(self, features: list[Tensor], source: Tensor, dense: DenseMotion) -> Refinement:
+        out = Refinement([], [], None, [], [], source)
         levels = []
         for feat in features:
             r = feat.shape[-1]
@@ -202,12 +200,11 @@ class MotionRefiner(nn.Module):
             occ_logit = resize(dense.occlusion, r)
             warped = F.grid_sample(feat, grid, align_corners=False)
             flow = grid_to_pixel_flow(grid)
-            for lst, v in zip((out.warped, out.occlusion, out.flows, out.flows_in, out.occlusion_logits),
-                              (warped, torch.sigmoid(occ_logit), flow, flow, occ_logit)):
+            for lst, v in zip((out.warped, out.occlusion, out.flows, out.flows_in),
+                              (warped, torch.sigmoid(occ_logit), flow, flow)):
                 lst.append(v)
-            levels.append(dict(resolution=r, occlusion_logit=occ_logit, occlusion=out.occlusion[-1],
+            levels.append(dict(resolution=r, flow_in=flow, occlusion_logit=occ_logit, occlusion=out.occlusion[-1],
                                warped_feature=warped))
         warp_img = F.grid_sample(source, resize_grid(dense.deformation, source.shape[-1]), align_corners=False)
-        if trace is not None:
-            trace.update(levels=levels, warp_img=warp_img)
+        record(levels=levels, warp_img=warp_img)
         return out._replace(warp_img=warp_img)

@@ -1,6 +1,8 @@
 """Relative motion transfer for reenactment (the official ``normalize_kp``; spec section 10)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -46,17 +48,20 @@ def movement_scale(kp_source: Keypoints, kp_driving_initial: Keypoints, per_samp
 
 def normalize_kp(kp_source: Keypoints, kp_driving: Keypoints, kp_driving_initial: Keypoints, *,
                  relative: bool = True, adapt_scale: bool = False, relative_jacobian: bool = True,
-                 per_sample_scale: bool = False) -> Keypoints:
+                 per_sample_scale: bool = False, scale: Optional[torch.Tensor] = None) -> Keypoints:
     """Transfer the driving motion relative to the initial driving frame onto the source keypoints.
 
     ``kp = (kp_d - kp_d0) * scale + kp_s`` and ``J = (J_d @ inv(J_d0)) @ J_s`` (when jacobians exist and
-    ``relative_jacobian``). With ``relative=False`` the absolute driving keypoints are returned.
+    ``relative_jacobian``). With ``relative=False`` the absolute driving keypoints are returned. ``scale`` is a
+    precomputed :func:`movement_scale` (a per-video constant); None computes it here when ``adapt_scale``.
     """
     if not relative:
         return kp_driving
     diff = kp_driving.value - kp_driving_initial.value  # [B, K, 2]
     if adapt_scale:
-        diff = diff * movement_scale(kp_source, kp_driving_initial, per_sample_scale).to(diff.dtype)
+        if scale is None:
+            scale = movement_scale(kp_source, kp_driving_initial, per_sample_scale)
+        diff = diff * scale.to(diff.dtype)
     value = diff + kp_source.value
     jacobian = kp_driving.jacobian
     if relative_jacobian and kp_driving.jacobian is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def coords_grid(batch: int, height: int, width: int, *, device=None, dtype=torch.float32) -> Tensor:
@@ -79,3 +79,61 @@ def pixel_flow_to_grid(flow: Tensor) -> Tensor:
     pixels = coords_grid(b, h, w, device=flow.device, dtype=flow.dtype) + flow
     scale = torch.tensor([w - 1, h - 1], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
     return (2 * pixels / scale - 1).permute(0, 2, 3, 1)
+
+
+def anti_alias_kernel(channels: int, scale: float) -> Tensor:
+    """Depthwise Gaussian kernel [C, 1, k, k] of FOMM's anti-alias downsampling.
+
+    sigma = (1/scale - 1) / 2, k = 2 * round(4 * sigma) + 1, centred at (k - 1) / 2 on integer taps,
+    normalised to sum 1. For scale 1 this is 0/0 = NaN, as in the official code (never used).
+    """
+    sigma = (1.0 / scale - 1.0) / 2.0
+    size = 2 * round(sigma * 4) + 1
+    grid = torch.arange(size, dtype=torch.float32)
+    mean = (size - 1) / 2
+    g = torch.exp(-((grid - mean) ** 2) / (2 * sigma**2)) if sigma > 0 else torch.full((size,), float("nan"))
+    kernel = g[:, None] * g[None, :]
+    kernel = kernel / kernel.sum()
+    return kernel.view(1, 1, size, size).repeat(channels, 1, 1, 1)
+
+
+class AntiAliasInterpolation2d(nn.Module):
+    """Gaussian blur then nearest subsampling by ``1/scale`` (FOMM ``AntiAliasInterpolation2d``).
+
+    The kernel is a non-persistent buffer: it is computed, never learned or loaded.
+    """
+
+    def __init__(self, channels: int, scale: float) -> None:
+        super().__init__()
+        self.scale = float(scale)
+        self.register_buffer("weight", anti_alias_kernel(channels, scale), persistent=False)
+        self.groups = channels
+        self.pad = self.weight.shape[-1] // 2
+        self.step = int(round(1.0 / scale))
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, C, H*scale, W*scale]
+        if self.scale == 1.0:
+            return x
+        out = F.conv2d(F.pad(x, (self.pad,) * 4), self.weight.to(x.dtype), groups=self.groups)
+        return out[:, :, :: self.step, :: self.step]
+
+
+def make_coordinate_grid(height: int, width: int, *, device=None, dtype=torch.float32) -> Tensor:
+    """[H, W, 2] grid of (x, y) in [-1, 1] with pixel i at ``2 * i / (n - 1) - 1``."""
+    x = torch.arange(width, device=device, dtype=dtype)
+    y = torch.arange(height, device=device, dtype=dtype)
+    x = 2 * (x / (width - 1)) - 1
+    y = 2 * (y / (height - 1)) - 1
+    xx = x.view(1, -1).expand(height, width)
+    yy = y.view(-1, 1).expand(height, width)
+    return torch.stack([xx, yy], dim=2)
+
+
+def kp2gaussian(kp: Tensor, spatial_size: tuple[int, int], kp_variance: float) -> Tensor:
+    """Gaussian heatmaps ``exp(-0.5 |z - kp|^2 / var)`` on the [-1, 1] grid.
+
+    kp: [..., K, 2] -> [..., K, H, W]
+    """
+    grid = make_coordinate_grid(*spatial_size, device=kp.device, dtype=kp.dtype)  # [H, W, 2]
+    diff = grid - kp[..., None, None, :]  # [..., K, H, W, 2]
+    return torch.exp(-0.5 * (diff**2).sum(-1) / kp_variance)

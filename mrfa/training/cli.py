@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional
@@ -36,8 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder (default: the --resume folder, else runs/<config name>)")
     parser.add_argument("--resume", metavar="DIR_or_CKPT",
                         help="continue bit-exactly from a run folder (its training-state.pt) or a state file")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                        help="device (default: cuda when available, else cpu)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and the run layout, then exit without training")
 
@@ -76,11 +76,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"# output: {output}\n# resume: {resume if resume else 'no'}")
         return 0
     dist_info = D.init_distributed(args.device)
+    created = not output.exists()
     try:
         if dist_info.is_main:
             output.mkdir(parents=True, exist_ok=True)
             save_config(cfg, output / "config.yaml")
-        trainer = Trainer(cfg, output=output, dist_info=dist_info, resume=resume)
+        try:
+            trainer = Trainer(cfg, output=output, dist_info=dist_info, resume=resume)
+        except BaseException:
+            # an error before training started: leave no run folder behind that this run created
+            if created and dist_info.is_main and {p.name for p in output.iterdir()} <= {"config.yaml"}:
+                shutil.rmtree(output, ignore_errors=True)
+            raise
         trainer.fit()
     except NonFiniteLossError as err:
         print(f"mrfa train: stopped: {err}", file=sys.stderr)
@@ -88,16 +95,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         D.cleanup()
     return 0
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of tools/train.py: parse, run, one clear error line on failure."""
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 1

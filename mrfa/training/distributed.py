@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from mrfa.utils.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -30,17 +32,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: Optional[str]) -> torch.device:
-    """``'cpu'`` / ``'cuda'`` / None (= cuda when available, else cpu); one clear error if CUDA is missing."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be 'cpu' or 'cuda', got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but this PyTorch build sees no CUDA GPU")
-    return torch.device(name)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -91,12 +82,3 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
         dist.all_reduce(tensor, op=ops[op])
     return tensor
-
-
-def broadcast_object(obj: object, src: int = 0) -> object:
-    """Send a picklable object from ``src`` to every rank (identity for a single process)."""
-    if dist.is_available() and dist.is_initialized():
-        box = [obj]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]
-    return obj

@@ -29,8 +29,9 @@ from torch import Tensor
 
 from mrfa.data.frames_dataset import MOTION_SUFFIX, list_video_candidates
 from mrfa.data.synthetic import load_motion
-from mrfa.data.video import read_video
+from mrfa.media.video import read_video
 from mrfa.ops.grid import coords_grid, grid_to_pixel_flow, resize
+from mrfa.nn.intermediates import capture
 
 METHODS = ("prior", "prior_refiner_init", "refined_last_level_in", "refined", "zero")
 
@@ -113,13 +114,13 @@ def evaluate_flow(model: torch.nn.Module, root: str | Path, *, split: str = "tes
         for start in range(1, video.shape[0], batch):
             driving = video[start:start + batch].to(device)
             n = driving.shape[0]
-            trace: dict = {}
-            out = model(source.expand(n, -1, -1, -1), driving, trace=trace)
+            with capture() as trace:
+                out = model(source.expand(n, -1, -1, -1), driving)
             truth = motion[start:start + n].to(device)  # [n, H, W, 2]
             valid = ((truth >= 0) & (truth <= size - 1)).all(dim=-1)  # [n, H, W]
             estimates = {"refined": refined_positions(out.flows[-1]), "zero": pixel_grid(n, size, device=device)}
             levels = (trace.get("decoder") or {}).get("levels") or []
-            if levels:
+            if levels and levels[-1].get("flow_in") is not None:  # every variant, prior-only included
                 estimates["refined_last_level_in"] = refined_positions(levels[-1]["flow_in"])
             if out.deformation is not None:
                 estimates["prior"] = prior_positions(out.deformation, size)

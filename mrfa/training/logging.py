@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import imageio.v3 as iio
 import numpy as np
 from tqdm import tqdm
+
+from mrfa.media.video import write_image
+from mrfa.media.writer import atomic_write_text
 
 
 class TrainLogger:
@@ -39,6 +41,7 @@ class TrainLogger:
 
         self.output.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(str(self.output / "tensorboard"), purge_step=start_step + 1)
+        _truncate_log(self.output / "log.jsonl", start_step)  # a resumed run re-logs the steps after its state
         self._jsonl = open(self.output / "log.jsonl", "a", encoding="utf-8")
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
                         mininterval=1.0)
@@ -77,7 +80,7 @@ class TrainLogger:
         self.writer.add_image(tag, image, step, dataformats="HWC")
         folder = self.output / "images"
         folder.mkdir(exist_ok=True)
-        iio.imwrite(folder / f"{tag.replace('/', '_')}_step_{step:08d}.png", image)
+        write_image(folder / f"{tag.replace('/', '_')}_step_{step:08d}.png", image)
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -92,3 +95,23 @@ class TrainLogger:
             self.writer.close()
         if self._jsonl is not None:
             self._jsonl.close()
+
+
+def _truncate_log(path: Path, start_step: int) -> None:
+    """Drop the records of steps after ``start_step`` (written by a run that was killed after its last training
+    state), so resuming from that state does not duplicate them; a torn last line is dropped too."""
+    if not path.is_file():
+        return
+    kept, changed = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            step = json.loads(line).get("step", 0)
+        except (json.JSONDecodeError, AttributeError):
+            changed = True
+            continue
+        if isinstance(step, (int, float)) and step > start_step:
+            changed = True
+            continue
+        kept.append(line)
+    if changed:
+        atomic_write_text(path, "".join(ln + "\n" for ln in kept))

@@ -135,15 +135,9 @@ class TrainingObjective(nn.Module):
     def forward(self, source: Tensor, driving: Tensor, *, epoch: int = 0,
                 transform: Optional[RandomTPSTransform] = None) -> tuple[dict[str, Tensor], MRFAOutput]:
         model, lc = self.model, self.cfg.loss
-        model.check_image(source, "source")
-        model.check_image(driving, "driving")
-        kp_driving = model.kp_detector(driving)
-        enc = model.encode_source(source)
-        bg_param = None
         use_bg = model.bg_predictor is not None and epoch >= self.cfg.train.bg_start
-        if use_bg:
-            bg_param = model.bg_predictor(source, driving)  # [B, 3, 3]
-        out = model.generate(enc, kp_driving, bg_param=bg_param, dropout_p=tps_dropout_p(self.cfg, epoch))
+        out = model(source, driving, dropout_p=tps_dropout_p(self.cfg, epoch), use_background=use_bg)
+        kp_driving, bg_param = out.kp_driving, out.bg_param
         losses: dict[str, Tensor] = {"perceptual": self.perceptual(out.prediction, driving).loss}
 
         if self.uses_transform():

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from mrfa import __version__
+from mrfa.version import __version__
 from mrfa.checkpoint import STATE_FORMAT, CheckpointError, atomic_save, read_checkpoint
 
 STATE_NAME = "training-state.pt"

@@ -30,6 +30,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 from mrfa.builders import build_model
 from mrfa.checkpoint import load_state_strict, save_snapshot
 from mrfa.config import ExperimentConfig, config_to_dict
+from mrfa.media.writer import write_json
 from mrfa.training import distributed as D
 from mrfa.training.data import (ResumableSampler, build_loader, build_test_dataset, build_train_dataset,
                                 ensure_dataset)
@@ -38,6 +39,7 @@ from mrfa.training.objective import (CLIPPED_GROUPS, DiscriminatorObjective, Tra
                                      build_perceptual, parameter_groups)
 from mrfa.training.state import SNAPSHOT_NAME, STATE_NAME, capture_rng, read_state, restore_rng, write_state
 from mrfa.training.visualize import training_grid, write_reconstruction_video
+from mrfa.utils.warnings import RunWarnings
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -75,6 +77,8 @@ class Trainer:
                  device: str | torch.device = "cpu", resume: Optional[str | Path] = None,
                  with_data: bool = True) -> None:
         self.cfg, self.output = cfg, Path(output)
+        self.warn = RunWarnings("mrfa train")  # accepted-but-suspicious conditions, counted in summary.json
+        self.time_capped: Optional[tuple[int, int]] = None  # (step reached, steps planned) when max_minutes stopped
         self.dist = dist_info or D.DistInfo(0, 1, 0, torch.device(device))
         self.device, t = self.dist.device, cfg.train
         _set_determinism(t.deterministic, self.device)
@@ -277,7 +281,12 @@ class Trainer:
                     window_steps += 1
                     log.advance(1, {"loss": last["total"]})
                     if self._time_is_up(start_time):
-                        log.message(f"[mrfa train] train.max_minutes={t.max_minutes} reached at step {self.step}")
+                        planned = total
+                        self.time_capped = (self.step, planned)
+                        if self.dist.is_main:
+                            self.warn("time_capped", f"stopped at the train.max_minutes={t.max_minutes:g} cap after "
+                                      f"{self.step} of {planned} planned steps ({100 * self.step / planned:.0f} %); "
+                                      "the model is undertrained (raise the cap, or resume this run to continue)")
                         total = self.step
                     if self.step % t.log_every == 0 or self.step == total:
                         tick = self._log(log, window, window_steps, tick, data_time)
@@ -384,13 +393,16 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ end of run
     def _finish(self, log: TrainLogger, last: dict[str, float], wall: float) -> None:
         summary: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "wall_s": round(wall, 1),
-                                   "final_losses": last, "skipped_videos": self.dataset.dataset.num_skipped}
+                                   "final_losses": last, "skipped_videos": self.dataset.dataset.num_skipped,
+                                   "planned_steps": self.time_capped[1] if self.time_capped else self.step,
+                                   "stopped_by_time_cap": self.time_capped is not None,
+                                   "warnings": self.warn.as_dict()}
         test = build_test_dataset(self.cfg) if self.cfg.train.final_video else None
         if test is not None:
             video = write_reconstruction_video(self.model, test, self.output / "reconstruction.mp4")
             summary.update(video)
             log.scalars(self.step, {"eval/video_l1": video["video_l1"]})
-        (self.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(self.output / "summary.json", summary, indent=2)
         log.message(f"[mrfa train] done: step {self.step}, {wall:.0f} s, final losses "
                     + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
 

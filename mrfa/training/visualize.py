@@ -10,17 +10,15 @@ occlusion/visibility maps in grey (white = visible). Pure numpy + scikit-image d
 """
 from __future__ import annotations
 
-import colorsys
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
-from skimage.color import hsv2rgb
-from skimage.draw import disk
-from skimage.transform import resize
 from torch import Tensor
 
+from mrfa.media.convert import float_to_uint8, tensor_to_uint8
+from mrfa.media.draw import color_tile, draw_keypoints, flow_to_color, gray_tile
 from mrfa.ops.grid import grid_to_pixel_flow
 from mrfa.types import MRFAOutput
 
@@ -29,52 +27,10 @@ COLUMNS = ("source+kp", "driving+kp", "prediction", "warped source", "prior flow
 
 
 def to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
-    """[3, H, W] float in [0, 1] (tensor or array) -> uint8 [H, W, 3]."""
-    arr = image.detach().float().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image, np.float32)
-    return (np.clip(arr.transpose(1, 2, 0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def keypoint_colors(num: int) -> np.ndarray:
-    """[K, 3] uint8 colours spread around the hue circle (the official ``gist_rainbow`` idea)."""
-    return np.array([[int(255 * c) for c in colorsys.hsv_to_rgb(0.85 * i / max(num - 1, 1), 1.0, 1.0)]
-                     for i in range(num)], dtype=np.uint8)
-
-
-def draw_keypoints(image: np.ndarray, kp: np.ndarray, radius: Optional[float] = None) -> np.ndarray:
-    """Draw keypoints ``kp`` [K, 2] (normalised (x, y) in [-1, 1]) as filled discs on a copy of ``image``
-    (uint8 [H, W, 3])."""
-    out = image.copy()
-    h, w = out.shape[:2]
-    radius = radius if radius is not None else max(1.5, w / 64)
-    for (x, y), colour in zip(kp, keypoint_colors(len(kp))):
-        px, py = (x + 1) * (w - 1) / 2, (y + 1) * (h - 1) / 2
-        rr, cc = disk((py, px), radius, shape=(h, w))
-        out[rr, cc] = colour
-    return out
-
-
-def flow_to_color(flow: np.ndarray, max_magnitude: Optional[float] = None) -> np.ndarray:
-    """Pixel flow [2, h, w] (x, y) -> uint8 [h, w, 3] colour wheel (white = zero, full colour = max)."""
-    u, v = flow[0].astype(np.float64), flow[1].astype(np.float64)
-    mag = np.hypot(u, v)
-    scale = max_magnitude if max_magnitude else max(float(mag.max()), 1e-6)
-    hue = (np.arctan2(-v, -u) / np.pi + 1.0) / 2.0  # [0, 1]
-    sat = np.clip(mag / scale, 0.0, 1.0)
-    hsv = np.stack([hue, sat, np.ones_like(hue)], axis=-1)
-    return (hsv2rgb(hsv) * 255.0 + 0.5).astype(np.uint8)
-
-
-def gray_tile(values: np.ndarray, size: int) -> np.ndarray:
-    """[h, w] values in [0, 1] -> uint8 [size, size, 3] (nearest upsampling keeps the map's cells visible)."""
-    tile = resize(np.clip(values, 0.0, 1.0), (size, size), order=0, anti_aliasing=False)
-    return np.repeat((tile[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
-
-
-def color_tile(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [h, w, 3] -> uint8 [size, size, 3] (nearest)."""
-    if image.shape[0] == size:
-        return image
-    return (resize(image, (size, size), order=0, anti_aliasing=False, preserve_range=True)).astype(np.uint8)
+    """[3, H, W] float in [0, 1] (tensor or array) -> uint8 [H, W, 3] (the media layer's rounding rule)."""
+    if isinstance(image, Tensor):
+        return tensor_to_uint8(image)
+    return float_to_uint8(np.asarray(image, np.float32).transpose(1, 2, 0))
 
 
 def training_grid(source: Tensor, driving: Tensor, out: MRFAOutput, max_rows: int = 4) -> np.ndarray:
@@ -124,9 +80,10 @@ def reconstruction_frames(model: torch.nn.Module, video: Tensor, *, batch: int =
     source = frames[:1].to(device)
     out_frames, l1_sum = [], 0.0
     with torch.no_grad():
+        enc = model.encode_source(source)  # once per clip
         for start in range(0, frames.shape[0], batch):
             driving = frames[start:start + batch].to(device)
-            pred = model(source.expand(driving.shape[0], -1, -1, -1), driving).prediction
+            pred = model.reconstruct_encoded(enc, driving).prediction
             l1_sum += float((pred.float() - driving).abs().mean(dim=(1, 2, 3)).sum())
             for d, p in zip(driving, pred):
                 out_frames.append(np.concatenate([to_uint8(source[0]), to_uint8(d), to_uint8(p)], axis=1))
@@ -141,7 +98,7 @@ def write_reconstruction_video(model: torch.nn.Module, test_set: Any, path: Path
     Returns:
         ``{'video': path, 'video_clip': name, 'video_l1': mean |prediction - driving| in [0, 1]}``.
     """
-    from mrfa.data.video import write_video
+    from mrfa.media.video import write_video
 
     item = test_set[0]
     video = torch.from_numpy(item["video"])  # [3, T, H, W]

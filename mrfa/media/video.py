@@ -1,4 +1,5 @@
-"""Video and image reading for the data pipeline (paper Sec. 4 "Datasets"; official `frames_dataset.read_video`).
+"""Image and video reading (one frame contract), resizing and file discovery for every part of mrfa: the data
+pipeline (paper Sec. 4 "Datasets"; official ``frames_dataset.read_video``), animation, cropping and evaluation.
 
 A "video" is any of:
 
@@ -7,9 +8,10 @@ A "video" is any of:
 * a folder of frames (``.png .jpg .jpeg .webp .bmp``), sorted in natural order (``2.png`` before ``10.png``);
 * a horizontal strip image (``.png .jpg .jpeg .webp``) of T square frames, width = T * height.
 
-Every frame comes back as ``uint8 [H, W, 3]`` RGB: grey is replicated to three channels, an alpha channel is
-dropped (not composited, as in the official loader), 16-bit samples are rounded to 8 bits and float images are
-clipped to [0, 1] and scaled.
+Every frame comes back as ``uint8 [H, W, 3]`` RGB, converted by :func:`mrfa.media.convert.to_rgb_uint8` (grey
+replicated, alpha dropped, 16-bit rounded, float clipped and scaled). Images are decoded only up to
+:data:`MAX_IMAGE_PIXELS` (a decompression bomb is refused with one sentence, before its pixels are allocated), and
+the EXIF orientation of photos is applied.
 
 ffmpeg files are decoded with ``-fps_mode passthrough``: every coded frame is returned exactly once, so a
 variable-frame-rate clip gives its real frames (imageio's default reader duplicates frames to a constant rate,
@@ -29,6 +31,9 @@ import numpy as np
 from PIL import Image
 from skimage.transform import resize as _sk_resize
 
+from .convert import to_rgb_uint8
+from .writer import atomic_path
+
 PathLike = Union[str, Path]
 Size = Union[int, tuple[int, int]]
 
@@ -37,6 +42,12 @@ GIF_SUFFIXES = (".gif",)
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 STRIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_SUFFIXES = FFMPEG_SUFFIXES + GIF_SUFFIXES + STRIP_SUFFIXES
+VIDEO_FILE_SUFFIXES = FFMPEG_SUFFIXES + GIF_SUFFIXES  # files that are always videos (never a single image)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# Resource cap for untrusted images: 8192 x 8192 (64 Mpx, 192 MB as RGB uint8, about 1 GB as the float64 resize
+# buffer). Larger pictures are refused before decoding; the limit can be raised per call (``max_pixels=``).
+MAX_IMAGE_PIXELS = 8192 * 8192
 
 # Exceptions raised by Pillow / imageio / ffmpeg wrappers on undecodable input.
 _DECODE_ERRORS = (OSError, ValueError, RuntimeError, SyntaxError, EOFError)
@@ -101,30 +112,6 @@ def video_kind(path: PathLike) -> str:
     raise VideoReadError(f"unsupported video format '{suffix}' for {path}")
 
 
-def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
-    """Convert a decoded image to ``uint8 [H, W, 3]``.
-
-    Accepts [H, W], [H, W, 1] (grey), [H, W, 2] (grey + alpha), [H, W, 3] and [H, W, 4] (alpha dropped), with
-    dtype bool, uint8, wider integers (taken as 16-bit: value / 257 rounded) or float in [0, 1].
-    """
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"expected an image of shape [H, W] or [H, W, 1-4], got {array.shape}")
-    if array.shape[-1] in (2, 4):
-        array = array[..., :-1]  # drop alpha
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8) * 255
-    elif np.issubdtype(array.dtype, np.floating):
-        array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
-    elif array.dtype != np.uint8:
-        wide = np.clip(array.astype(np.int64), 0, 65535)
-        array = ((wide * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    return np.ascontiguousarray(array)
-
-
 def resize_frame(frame: np.ndarray, size: Size) -> np.ndarray:
     """Resize ``uint8 [H, W, 3]`` to ``size`` (int = square, or (height, width)), anti-aliased, as FOMM's
     preprocessing does (skimage bilinear + Gaussian pre-filter when shrinking). Returns uint8."""
@@ -135,24 +122,69 @@ def resize_frame(frame: np.ndarray, size: Size) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def read_image(path: PathLike) -> np.ndarray:
-    """Read one image (png/jpg/webp/bmp; grey, RGBA and 16-bit handled) as ``uint8 [H, W, 3]``.
+def check_image_size(path: PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` from the header of an image file; refuses more than ``max_pixels`` before decoding.
+
+    Raises:
+        VideoReadError: an undecodable header, or a picture larger than the cap.
+    """
+    path = Path(path)
+    Image.MAX_IMAGE_PIXELS = None  # our own cap below replaces Pillow's warning / error (with a clear message)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except _DECODE_ERRORS as err:
+        raise VideoReadError(f"could not decode image {path}: {_first_line(err)}") from None
+    if width * height > max_pixels:
+        raise VideoReadError(f"{path} is {width}x{height} pixels, more than the {max_pixels / 1e6:.0f} Mpx this "
+                             "reader accepts; reduce the picture first")
+    return width, height
+
+
+def read_image(path: PathLike, *, rotate: bool = True, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read one image (png/jpg/webp/bmp/tiff; grey, RGBA and 16-bit handled) as ``uint8 [H, W, 3]``.
+
+    Args:
+        path: the image file.
+        rotate: apply the EXIF orientation (phone photos).
+        max_pixels: refuse larger pictures before decoding them.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        VideoReadError: the file cannot be decoded.
+        VideoReadError: the file cannot be decoded or is larger than ``max_pixels``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
+    check_image_size(path, max_pixels=max_pixels)
     try:
-        array = iio.imread(path, index=0, plugin="pillow")  # explicit: no slow trial of every imageio plugin
+        array = iio.imread(path, index=0, plugin="pillow", rotate=rotate)  # explicit: no trial of every plugin
     except _DECODE_ERRORS as err:
-        raise VideoReadError(f"could not decode image {path}: {err}") from err
+        raise VideoReadError(f"could not decode image {path}: {_first_line(err)}") from None
     try:
         return to_rgb_uint8(np.asarray(array))
     except ValueError as err:
-        raise VideoReadError(f"unsupported image layout in {path}: {err}") from err
+        raise VideoReadError(f"unsupported image layout in {path}: {err}") from None
+
+
+def write_image(path: PathLike, image: np.ndarray) -> Path:
+    """Write ``uint8 [H, W, 3]`` atomically as png / jpg / webp / bmp (chosen by the suffix).
+
+    Raises:
+        ValueError: another suffix (nothing is written).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_OUTPUT_SUFFIXES:
+        raise ValueError(f"cannot write image format '{suffix}' for {path}; use {', '.join(IMAGE_OUTPUT_SUFFIXES)}")
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, np.asarray(image), plugin="pillow", extension=suffix)
+    return path
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -383,14 +415,16 @@ def write_video(path: PathLike, frames: np.ndarray, *, fps: float = 25.0, qualit
         h, w = frames.shape[1:3]
         if h % 2 or w % 2:
             raise ValueError(f"H.264 needs even frame sizes, got {w}x{h} for {path}")
-        writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec="libx264", quality=quality,
-                                             pix_fmt_out="yuv420p", macro_block_size=1)
-        writer.send(None)  # start ffmpeg
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+        with atomic_path(path) as tmp:
+            writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec="libx264", quality=quality,
+                                                 pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
+            writer.send(None)  # start ffmpeg
+            for frame in frames:
+                writer.send(np.ascontiguousarray(frame))
+            writer.close()
     elif suffix in GIF_SUFFIXES:
-        iio.imwrite(path, frames, plugin="pillow", duration=1000.0 / fps, loop=0)
+        with atomic_path(path) as tmp:
+            iio.imwrite(tmp, frames, plugin="pillow", extension=".gif", duration=1000.0 / fps, loop=0)
     else:
         raise ValueError(f"cannot write video format '{suffix}' for {path} (use .mp4, .mov, .mkv or .gif)")
     return path
@@ -413,3 +447,120 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"frames must be a non-empty uint8 [T, H, W, 3] array, got {frames.dtype} {frames.shape}")
     return frames
+
+
+# ----------------------------------------------------------------------------------------------------------
+# discovery and named frames (evaluation inputs)
+
+def video_key(path: Path) -> str:
+    """Pairing key of a video: its name without one video/image extension (``a.mp4/`` -> ``a``)."""
+    name = path.name
+    for ext in VIDEO_FILE_SUFFIXES + IMAGE_SUFFIXES:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return [p for p in list_frame_files(folder) if p.is_file()]
+
+
+def _is_frame_folder(folder: Path) -> bool:
+    """A folder of frames: images named by frame numbers (``0000000.png``), no videos or sub-folders."""
+    if not folder.is_dir() or any(p.is_dir() or p.suffix.lower() in VIDEO_FILE_SUFFIXES for p in folder.iterdir()):
+        return False
+    imgs = _images_in(folder)
+    return bool(imgs) and all(re.fullmatch(r"\D*\d+", p.stem) for p in imgs)
+
+
+def discover_videos(root: PathLike) -> dict[str, Path]:
+    """Map pairing key -> video path for one video (file / frame folder) or a folder of videos.
+
+    Raises:
+        FileNotFoundError: ``root`` is missing or holds no video.
+        ValueError: two inputs share a key.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"evaluation input {root} does not exist")
+    if root.is_file() or _is_frame_folder(root):
+        return {video_key(root): root}
+    found: dict[str, Path] = {}
+    for p in sorted(root.iterdir(), key=lambda q: natural_key(q.name)):
+        is_video = p.is_file() and p.suffix.lower() in VIDEO_FILE_SUFFIXES + IMAGE_SUFFIXES
+        if (is_video or (p.is_dir() and _images_in(p))) and not p.name.startswith("."):
+            if video_key(p) in found:
+                other = found[video_key(p)].name
+                raise ValueError(f"two inputs in {root} share the key {video_key(p)!r}: {other}, {p.name}")
+            found[video_key(p)] = p
+    if not found:
+        raise FileNotFoundError(f"no frame folder, video or image found in {root}")
+    return found
+
+
+def read_named_frames(path: PathLike, *, max_frames: Optional[int] = None) -> tuple[list[str], np.ndarray]:
+    """Read a video with frame names (for pairing predictions with ground truth by name).
+
+    Args:
+        path: frame folder (natural sort), video file, or image (a horizontal strip of square ``H x H`` frames
+            when its width is a multiple of its height, else one frame).
+        max_frames: keep only the first ``max_frames`` frames.
+
+    Returns:
+        (frame names, ``uint8 [T, H, W, 3]``). Names are file stems, or 7-digit indices.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = _images_in(path)[:max_frames]
+        if not files:
+            raise VideoReadError(f"video {path} contains no frames")
+        return [f.stem for f in files], np.stack([read_image(f, rotate=False) for f in files])
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        img = read_image(path, rotate=False)
+        h, w = img.shape[:2]
+        frames = _strip_frames(img, path) if w % h == 0 and w > h else img[None]
+    else:
+        frames = read_video(path)
+    frames = frames[:max_frames]
+    return [f"{i:07d}" for i in range(len(frames))], frames
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a bounded frame buffer (decode once, replay while it fits)
+
+class FrameBuffer:
+    """Keeps the frames of one pass in memory up to ``budget_bytes``, so that a later pass can replay them instead
+    of decoding the video again; past the budget it drops everything and says so (``complete`` is False).
+
+    Args:
+        budget_bytes: the most bytes of frames kept (0 keeps nothing).
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = int(budget_bytes)
+        self.frames: list[np.ndarray] = []
+        self.nbytes = 0
+        self.overflowed = False
+        self.finished = False
+
+    def add(self, frame: np.ndarray) -> None:
+        """Keep ``frame`` (a private copy) unless the budget is exceeded."""
+        if self.overflowed:
+            return
+        if self.nbytes + frame.nbytes > self.budget_bytes:
+            self.frames, self.nbytes, self.overflowed = [], 0, True
+            return
+        self.frames.append(np.array(frame))
+        self.nbytes += frame.nbytes
+
+    def tap(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """Yield ``frames`` unchanged while keeping them; marks the buffer finished when the pass ends."""
+        for frame in frames:
+            self.add(frame)
+            yield frame
+        self.finished = True
+
+    @property
+    def complete(self) -> bool:
+        """Whether a whole pass was seen and kept (then :attr:`frames` replaces a decode)."""
+        return self.finished and not self.overflowed

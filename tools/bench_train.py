@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..config import load_config
+from mrfa.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

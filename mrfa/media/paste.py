@@ -2,7 +2,7 @@
 
 Not a paper box: inference post-processing (MRFA animates 256x256 VoxCeleb-style crops; users want
 the result in their full-size portrait or video, as LivePortrait's ``--flag_pasteback`` does).
-The crop is resized back to its :class:`~mrfa.inference.crop.CropBox` and blended with a mask that
+The crop is resized back to its :class:`~mrfa.media.crop.CropBox` and blended with a mask that
 is 1 in the centre and falls smoothly to 0 at the crop border, so the seam is invisible when the
 animated border differs slightly from the original. Pixels outside the box are never touched.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrfa.inference.crop import CropBox
-from mrfa.inference.face import as_rgb_uint8
+from .convert import to_rgb_uint8
+from .crop import CropBox
 
 
 def feather_mask(size: int, feather: float = 0.1) -> np.ndarray:
@@ -60,8 +60,8 @@ def paste_back(original_frame: np.ndarray, animated_crop: np.ndarray, box: CropB
     """
     from skimage.transform import resize
 
-    orig = as_rgb_uint8(original_frame)  # [H, W, 3]
-    crop = as_rgb_uint8(animated_crop)  # [S, S, 3]
+    orig = to_rgb_uint8(original_frame)  # [H, W, 3]
+    crop = to_rgb_uint8(animated_crop)  # [S, S, 3]
     if crop.shape[0] != crop.shape[1]:
         raise ValueError(f"animated crop must be square, got shape {crop.shape}.")
     h, w = orig.shape[:2]

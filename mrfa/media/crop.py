@@ -1,4 +1,5 @@
-"""VoxCeleb-style square face crops for images and videos, and the ``mrfa crop`` command.
+"""VoxCeleb-style square face crops for images and videos (the ``mrfa crop`` command is
+:mod:`mrfa.inference.cli_crop`).
 
 Not a paper box: this is the data front end that makes user inputs look like MRFA's training data
 (VoxCeleb-256, ``video-preprocessing/crop_vox.py``): the union of the face boxes over a clip,
@@ -9,31 +10,20 @@ shrunk or padded instead (``border`` of :func:`fit_box`), and :func:`apply_crop`
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 
-from mrfa.inference.face import (
-    FaceDetection,
-    FaceDetector,
-    NoFaceError,
-    as_rgb_uint8,
-    box_iou,
-    choose_detector,
-    iou_matrix,
-)
+from .convert import to_rgb_uint8
+from .face import FaceDetection, FaceDetector, NoFaceError, box_iou, choose_detector, iou_matrix
 
 logger = logging.getLogger(__name__)
 
 BorderMode = Literal["fit", "shift", "pad"]
 PadMode = Literal["edge", "constant"]
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
 
 
 @dataclass(frozen=True)
@@ -170,7 +160,7 @@ def crop_box_for_image(img: np.ndarray, *, detector: FaceDetector | None = None,
         NoFaceError: no face was found.
     """
     det = detector if detector is not None else choose_detector("auto")
-    rgb = as_rgb_uint8(img)
+    rgb = to_rgb_uint8(img)
     faces = det.detect(rgb)
     if not faces:
         raise NoFaceError(f"no face was found in {name}.")
@@ -297,7 +287,7 @@ def apply_crop(frame: np.ndarray, box: CropBox, size: int = 256, *, pad_mode: Pa
         raise ValueError(f"pad_mode must be 'edge' or 'constant', got {pad_mode!r}.")
     if size < 1:
         raise ValueError(f"crop size must be positive, got {size}.")
-    rgb = as_rgb_uint8(frame)  # [H, W, 3]
+    rgb = to_rgb_uint8(frame)  # [H, W, 3]
     h, w = rgb.shape[:2]
     ix0, iy0 = max(box.x0, 0), max(box.y0, 0)
     ix1, iy1 = min(box.x1, w), min(box.y1, h)
@@ -311,108 +301,3 @@ def apply_crop(frame: np.ndarray, box: CropBox, size: int = 256, *, pad_mode: Pa
         return np.ascontiguousarray(patch)
     out = resize(patch, (size, size), order=1, anti_aliasing=box.side > size, preserve_range=True)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-# ------------------------------------------------------------------------------------------ CLI
-
-
-def read_image(path: str) -> np.ndarray:
-    """Read an image file as RGB uint8, applying the EXIF orientation (phone photos).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-
-    Returns:
-        ``[H, W, 3]`` uint8.
-    """
-    import imageio.v3 as iio3
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"input file {path} does not exist.")
-    try:
-        img = iio3.imread(path, plugin="pillow", rotate=True)
-    except (OSError, ValueError, TypeError):  # a format Pillow cannot read: let imageio pick a plugin
-        img = iio3.imread(path)
-    return as_rgb_uint8(img)
-
-
-def add_crop_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``mrfa crop`` options to a (sub)parser and return it."""
-    parser.add_argument("--input", required=True, help="image or video to crop")
-    parser.add_argument("--output", required=True, help="output image, or .mp4 for a video input")
-    parser.add_argument("--size", type=int, default=256, help="output side in pixels (default 256)")
-    parser.add_argument("--detector", choices=["auto", "dlib", "face_alignment"], default="auto",
-                        help="face detector; auto uses face_alignment if its weights are present, else dlib")
-    parser.add_argument("--increase", type=float, default=0.1,
-                        help="VoxCeleb enlargement of the face box per side (default 0.1)")
-    parser.add_argument("--border", choices=["fit", "shift", "pad"], default="fit",
-                        help="when the crop leaves the frame: fit = shift it inside and shrink it to the frame "
-                        "if needed (no padding, default); shift = shift inside, pad only if larger than the frame; "
-                        "pad = keep it centred on the face and pad")
-    parser.add_argument("--pad-mode", choices=["edge", "constant"], default="edge",
-                        help="padding for parts of the crop outside the frame (default edge)")
-    parser.add_argument("--stride", type=int, default=1, help="detect faces on every N-th video frame (default 1)")
-    parser.add_argument("--box-json", default=None,
-                        help="also write the crop box and frame size as JSON (for paste-back)")
-    return parser
-
-
-def run_crop(args: argparse.Namespace) -> int:
-    """Run ``mrfa crop``: detect, crop to a VoxCeleb-style square, write image or mp4.
-
-    Returns:
-        0 on success.
-
-    Raises:
-        FileNotFoundError: the input does not exist.
-        NoFaceError: no face was found in the input.
-        ValueError: inconsistent options (e.g. a video input with a non-mp4 output).
-    """
-    import imageio.v2 as iio
-
-    src, dst = str(args.input), str(args.output)
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"input file {src} does not exist.")
-    if args.size < 1:
-        raise ValueError(f"--size must be positive, got {args.size}.")
-    video = os.path.splitext(src)[1].lower() in VIDEO_EXTENSIONS
-    if video and os.path.splitext(dst)[1].lower() != ".mp4":
-        raise ValueError(f"the input {src} is a video, so the output {dst} must end in .mp4.")
-    if not video and os.path.splitext(dst)[1].lower() in VIDEO_EXTENSIONS:
-        raise ValueError(f"the input {src} is an image, so the output {dst} must be an image file.")
-    if video and args.size % 2:
-        raise ValueError(f"--size must be even for mp4 output (yuv420p), got {args.size}.")
-    detector = choose_detector(args.detector)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    if not video:
-        img = read_image(src)
-        box = crop_box_for_image(img, detector=detector, increase=args.increase, border=args.border, name=src)
-        iio.imwrite(dst, apply_crop(img, box, args.size, pad_mode=args.pad_mode))
-        height, width = img.shape[:2]
-    else:
-        reader = iio.get_reader(src)
-        try:
-            fps = float(reader.get_meta_data().get("fps", 25.0))
-            box = crop_box_for_video((as_rgb_uint8(f) for f in reader), detector=detector, increase=args.increase,
-                                     border=args.border, stride=args.stride, name=src)
-        finally:
-            reader.close()
-        reader = iio.get_reader(src)
-        writer = iio.get_writer(dst, fps=fps, codec="libx264", quality=None, macro_block_size=1,
-                                ffmpeg_params=["-crf", "18"])
-        height = width = 0
-        try:
-            for frame in reader:
-                rgb = as_rgb_uint8(frame)
-                height, width = rgb.shape[:2]
-                writer.append_data(apply_crop(rgb, box, args.size, pad_mode=args.pad_mode))
-        finally:
-            writer.close()
-            reader.close()
-    if args.box_json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.box_json)), exist_ok=True)
-        with open(args.box_json, "w", encoding="utf-8") as f:
-            json.dump({**box.to_dict(), "frame_height": height, "frame_width": width, "size": args.size,
-                       "detector": detector.name}, f, indent=2)
-    logger.info("cropped %s -> %s with box %s", src, dst, box)
-    return 0

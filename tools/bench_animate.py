@@ -118,7 +118,7 @@ def measure_per_frame(model, device: str, batch_size: int, frames: int, repeats:
 
 def synthetic_driving(path: Path, frames: int, size: int = 256, fps: float = 25.0) -> Path:
     """Write a smooth moving-blob mp4 of ``frames`` frames (cheap to decode, deterministic)."""
-    from mrfa.inference.video_writer import FrameWriter
+    from mrfa.media.writer import FrameWriter
 
     yy, xx = np.mgrid[0:size, 0:size] / size
     with FrameWriter(path, fps=fps) as w:
@@ -135,7 +135,7 @@ def measure_memory(config: str, checkpoint: Optional[str], device: str, driving:
     import torch
 
     from mrfa.inference.animate import Animator
-    from mrfa.inference.video_writer import FrameWriter
+    from mrfa.media.writer import FrameWriter
 
     animator = Animator(_load_model(config, checkpoint), device=device, batch_size=batch_size)
     size = animator.image_size
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             for device in devices:
                 for n in args.memory_frames:
                     video = synthetic_driving(Path(tmp) / f"driving{n}.mp4", n)
-                    cmd = [sys.executable, "-m", "mrfa.inference.bench", "_memory", config, str(args.checkpoint or ""),
+                    cmd = [sys.executable, str(Path(__file__).resolve()), "_memory", config, str(args.checkpoint or ""),
                            device, str(video), str(args.memory_batch_size), str(args.threads or 0)]
                     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
                     if proc.returncode != 0:

@@ -25,7 +25,7 @@ def find_fixture_dir() -> Optional[Path]:
     env = os.environ.get("MRFA_FIXTURES")
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     cand = repo.parent / "shared" / "fixtures"
     return cand if cand.is_dir() else None
 

