@@ -17,16 +17,22 @@ def _cuda_extension():
     return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
 
 
+def _version() -> str:
+    """The version from mrfa/version.py (one place), read without importing the package."""
+    text = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mrfa", "version.py")).read()
+    return text.split("__version__ = ")[1].split()[0].strip("\"'")
+
+
 setup(
     name="mrfa",
-    version="0.1.0",
+    version=_version(),
     description="Learning Motion Refinement for Unsupervised Face Animation (MRFA, NeurIPS 2023): "
     "a faithful, tested re-implementation",
     packages=find_packages(include=["mrfa", "mrfa.*"]),
     package_data={"mrfa": ["ops/corr_lookup/csrc/*"]},
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # PEP 604 unions at run time (types.UnionType); checked by tests/test_packaging.py
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.4",  # torch.library.custom_op (the correlation-lookup op)
         "numpy",
         "scipy",
         "pillow",

@@ -1,4 +1,4 @@
-"""Data: video I/O, the FOMM/VoxCeleb frames dataset with augmentation, and the synthetic dataset."""
+"""Data: the FOMM/VoxCeleb frames dataset with augmentation, and the synthetic dataset (file reading is mrfa.media)."""
 from mrfa.config import AugmentationParams
 from .frames_dataset import DatasetRepeater, FramesDataset
 from mrfa.media.video import VideoReadError, read_image, read_video

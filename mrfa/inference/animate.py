@@ -215,7 +215,7 @@ class Animator:
     """
 
     def __init__(self, model: MRFA, *, device: Union[str, torch.device] = "cpu", batch_size: int = 4,
-                 cache_mb: float = 1024) -> None:
+                 cache_mb: float = 256) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if cache_mb < 0:
@@ -231,7 +231,7 @@ class Animator:
 
     @classmethod
     def from_checkpoint(cls, path: PathLike, *, device: Union[str, torch.device] = "auto", batch_size: int = 4,
-                        config: Optional[ExperimentConfig] = None, cache_mb: float = 1024) -> "Animator":
+                        config: Optional[ExperimentConfig] = None, cache_mb: float = 256) -> "Animator":
         """Load a snapshot / training state / official checkpoint (:func:`mrfa.load_checkpoint`; ``config`` only
         for official checkpoints of non-default size)."""
         from mrfa.checkpoint import load_checkpoint

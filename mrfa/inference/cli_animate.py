@@ -68,9 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     r = parser.add_argument_group("runtime and rendering")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (auto: cuda when available)")
     r.add_argument("--batch-size", type=int, default=4, help="driving frames per forward pass")
-    r.add_argument("--cache-mb", type=float, default=1024,
-                   help="memory for decoded driving frames kept between passes, so the video is decoded once "
-                        "(default 1024; 0: decode again for each pass)")
+    r.add_argument("--cache-mb", type=float, default=256,
+                   help="memory for decoded driving frames kept between passes (default 256): model-size frames are "
+                        "kept for rendering after the best-frame search, and with --crop the full-size clip too "
+                        "when it fits, so the video is decoded once; 0: decode again for each pass")
     r.add_argument("--fps", type=float, default=None, help="output frame rate (default: the driving video's)")
     r.add_argument("--no-audio", action="store_true", help="do not copy the driving video's audio")
     r.add_argument("--visualize", action="store_true",
@@ -144,12 +145,15 @@ def run(args: argparse.Namespace) -> int:
     decodes = 0
     if args.crop in ("both", "source"):
         source_box = crop_box_for_image(src_full, detector=detector, name=f"source {source_path}")
-    if args.crop in ("both", "driving"):  # the tracking pass keeps the decoded frames for the rendering
-        kept = FrameBuffer(int(args.cache_mb * 2**20))
+    if args.crop in ("both", "driving"):
+        # the tracking pass keeps the full-size frames for the later passes when the whole clip fits the cache
+        # (decided from the header, so a clip that does not fit costs no memory at all)
+        full_size = info.num_frames * info.width * info.height * 3
+        kept = FrameBuffer(int(args.cache_mb * 2**20) if 0 < full_size <= args.cache_mb * 2**20 else 0)
         driving_box = crop_box_for_video(kept.tap(iter_frames(driving_path)), detector=detector,
                                          stride=args.detect_stride, name=f"driving video {driving_path}")
         decodes += 1
-        if kept.complete:
+        if kept.complete and kept.frames:
             driving = kept.frames
     paste_box = source_box if source_box is not None else centre_box(*src_full.shape[:2])
     fps = args.fps or info.fps or DEFAULT_FPS
