@@ -2,12 +2,12 @@
 
 Public API: ``build_model``, ``load_checkpoint``, ``load_config``, ``MRFA``, ``Keypoints``.
 """
-from .version import __version__
 from .builders import build_model  # noqa: E402
 from .checkpoint import CheckpointError, load_checkpoint, save_snapshot  # noqa: E402
 from .config import ConfigError, ExperimentConfig, load_config, load_official_config  # noqa: E402
 from .nn.mrfa import MRFA  # noqa: E402
 from .types import Keypoints, MRFAOutput  # noqa: E402
+from .version import __version__
 
 
 def __getattr__(name: str):

@@ -14,10 +14,10 @@ from typing import Any, Optional
 
 import torch
 
-from .version import __version__
 from .config import ExperimentConfig, ModelConfig, config_from_dict, config_to_dict
 from .media.writer import WriteError, atomic_write_with, describe_os_error
 from .official import is_official_state, official_to_ours, strip_module_prefix
+from .version import __version__
 
 SNAPSHOT_FORMAT = "mrfa-snapshot/1"
 STATE_FORMAT = "mrfa-state/1"

@@ -19,7 +19,6 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 
-
 @dataclass(frozen=True)
 class AugmentationParams:
     """Augmentation switches and strengths (official vox/celebvhq configs use the defaults).

@@ -11,18 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from parity_helpers import compare, fixture_inputs, load_fixture, recipe_state_dict, select
 from torch import nn
 
 from mrfa.builders import build_dense_motion, build_kp_detector
 from mrfa.config import from_official
 from mrfa.nn.bg_motion import BGMotionPredictor
 from mrfa.nn.dense_motion_tps import TPSDenseMotionNetwork
+from mrfa.nn.intermediates import capture
 from mrfa.nn.keypoint_fomm import FOMMKeypointDetector
 from mrfa.nn.keypoint_tps import TPSKeypointDetector
 from mrfa.nn.resnet import ResNet18
 from mrfa.types import Keypoints
-from parity_helpers import compare, fixture_inputs, load_fixture, recipe_state_dict, select
-from mrfa.nn.intermediates import capture
 
 # images seen by the detector calls of each section (README section 4)
 CALL_IMAGES = {"recon": ["source", "driving"], "animate": ["source", "driving_initial", "driving"],

@@ -18,10 +18,10 @@ import torch
 
 import mrfa
 from mrfa.cli import main as mrfa_main
-from mrfa.media.video import read_video, video_info
 from mrfa.inference.animate import Animator, find_best_frame, load_image, normalized_landmarks, square_frame
-from mrfa.media.face import FaceDetection, NoFaceError
 from mrfa.inference.reconstruct import reconstruct
+from mrfa.media.face import FaceDetection, NoFaceError
+from mrfa.media.video import read_video, video_info
 from mrfa.media.writer import FrameWriter, OutputError, output_kind
 
 ROOT = Path(__file__).resolve().parents[1]

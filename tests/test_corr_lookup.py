@@ -17,12 +17,17 @@ import pytest
 import torch
 
 from mrfa.nn.intermediates import capture
-
 from mrfa.ops.corr_lookup import build as build_mod
 from mrfa.ops.corr_lookup import corr_lookup, corr_lookup_onthefly, corr_lookup_reference
 from mrfa.ops.corr_lookup.stencil import lookup_backward, lookup_forward
-from mrfa.ops.correlation import (build_pyramids, channels_last_keys, corr_volume, correlation_state, pool_driving,
-                                  source_pyramid)
+from mrfa.ops.correlation import (
+    build_pyramids,
+    channels_last_keys,
+    corr_volume,
+    correlation_state,
+    pool_driving,
+    source_pyramid,
+)
 
 CSRC = Path(build_mod.__file__).parent / "csrc"
 HAS_GPU = torch.cuda.is_available()
@@ -351,10 +356,11 @@ def _recon_failures(corr_mode: str, corr_impl: str, device: str) -> list[str]:
     """The mtia fixture's recon section (tests/test_parity.py machinery) with another correlation path."""
     sys.path.insert(0, str(Path(__file__).parent))
     import test_parity as tp  # noqa: E402
+    from parity_helpers import fixture_inputs, load_fixture, recipe_state_dict
+
     from mrfa.builders import build_model
     from mrfa.config import from_official
     from mrfa.official import official_to_ours
-    from parity_helpers import fixture_inputs, load_fixture, recipe_state_dict
 
     paths = [p for p in tp.FIXTURES if p.stem == "vox256-mtia"]
     if not paths:

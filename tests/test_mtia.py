@@ -9,13 +9,21 @@ from typing import Any
 
 import pytest
 import torch
-
-from mrfa.nn.intermediates import capture
+from parity_helpers import (
+    MEAN_RTOL,
+    RTOL,
+    RTOL_TRAIN_BN,
+    compare,
+    find_fixture_dir,
+    fixture_inputs,
+    get_path,
+    load_fixture,
+    recipe_state_dict,
+)
 
 from mrfa.config import mtia_kwargs_from_official
+from mrfa.nn.intermediates import capture
 from mrfa.nn.keypoint_mtia import MTIADetector, sine_position_embedding
-from parity_helpers import (RTOL, RTOL_TRAIN_BN, MEAN_RTOL, compare, find_fixture_dir, fixture_inputs,
-                               get_path, load_fixture, recipe_state_dict)
 
 POS_KEY = "encoder.transformer.pos_embedding"
 

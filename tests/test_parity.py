@@ -12,16 +12,23 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from mrfa.nn.intermediates import capture
+from parity_helpers import (
+    RTOL,
+    RTOL_TRAIN_BN,
+    compare,
+    find_fixture_dir,
+    fixture_inputs,
+    get_path,
+    load_fixture,
+    recipe_state_dict,
+)
 
 from mrfa.builders import build_model
 from mrfa.config import from_official
+from mrfa.nn.intermediates import capture
 from mrfa.nn.relative_motion import normalize_kp
 from mrfa.official import official_to_ours
 from mrfa.types import Keypoints
-from parity_helpers import (RTOL, RTOL_TRAIN_BN, compare, find_fixture_dir, fixture_inputs, get_path,
-                               load_fixture, recipe_state_dict)
 
 FIXTURE_DIR = find_fixture_dir()
 FIXTURES = sorted(FIXTURE_DIR.glob("*.pt")) if FIXTURE_DIR is not None and FIXTURE_DIR.is_dir() else []

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrfa.checkpoint import load_checkpoint, read_checkpoint
-from mrfa.config import load_config
 from mrfa.builders import build_model
+from mrfa.checkpoint import load_checkpoint, read_checkpoint
+from mrfa.cli import main as mrfa_main
+from mrfa.config import load_config
 from mrfa.data.synthetic import generate_dataset
 from mrfa.losses.equivariance import RandomTPSTransform
-from mrfa.cli import main as mrfa_main
 from mrfa.training.flow_accuracy import prior_positions, prior_refiner_positions, refined_positions
 from mrfa.training.objective import TrainingObjective, build_perceptual, tps_dropout_p
 from mrfa.training.state import STATE_NAME

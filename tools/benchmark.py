@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """MRFA benchmarks, one tool with subcommands.
 
-  python tools/benchmark.py forward [--config configs/vox256.yaml] [--batch 1 8] [--device cpu cuda]
+  python tools/benchmark.py forward [--fixture F.pt | --checkpoint C] [--batch 1 8] [--paths ...]
+      every inference path (fp32 reference, channels_last, bf16, refine-levels, compile) side by side: frames/s,
+      speed-up, peak RSS, and the prediction's max / mean |diff| and PSNR against the reference (tools/bench_forward.py)
+  python tools/benchmark.py flops [--config configs/vox256.yaml] [--batch 1 8] [--device cpu cuda]
       full forward (inference mode): frames/s, peak memory, FLOPs per frame by component.
   python tools/benchmark.py train-step [--config ...] [--batch N]   one optimisation step (alias: --train)
   python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (tools/bench_animate.py)
@@ -88,7 +91,7 @@ def measure_forward(config: str, batch: int, device: str, repeats: int, flops: b
 
 
 def _child(args: argparse.Namespace, extra: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "_child-" + args.command, *extra]
+    cmd = [sys.executable, __file__, "_child-flops", *extra]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark child failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
@@ -135,7 +138,7 @@ def cmd_train_step(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1].startswith("_child-"):
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_child-flops"):
         p = argparse.ArgumentParser()
         p.add_argument("--config"), p.add_argument("--batch", type=int), p.add_argument("--device")
         p.add_argument("--repeats", type=int), p.add_argument("--flops", action="store_true")
@@ -146,7 +149,12 @@ def main() -> int:
         sys.argv[1] = "train-step"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("forward", help="full forward: frames/s, peak memory, FLOPs")
+    import bench_forward
+
+    fw = sub.add_parser("forward", help="inference paths vs the fp32 reference: speed and accuracy")
+    bench_forward.add_arguments(fw)
+    fw.set_defaults(func=lambda a: bench_forward.run(a))
+    f = sub.add_parser("flops", help="full forward: frames/s, peak memory, FLOPs by component")
     f.add_argument("--config", default=str(ROOT / "configs" / "vox256.yaml"))
     f.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     f.add_argument("--device", nargs="+", default=["cpu", "cuda"])

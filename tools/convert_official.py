@@ -1,6 +1,5 @@
 #!/usr/bin/env python
 """Convert an official MRFA checkpoint into an mrfa snapshot: python tools/convert_official.py IN OUT [--config C]."""
-import argparse
 import sys
 
 from mrfa.cli import main

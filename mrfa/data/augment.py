@@ -20,12 +20,11 @@ and that frames stay uint8 instead of the float -> ubyte -> float round trip (ex
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from mrfa.config import AugmentationParams
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Pillow-equivalent uint8 colour operations ([..., 3] uint8 in, same shape uint8 out)

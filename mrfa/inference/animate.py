@@ -27,11 +27,19 @@ from torch import Tensor
 from tqdm import tqdm
 
 from mrfa.config import ExperimentConfig
+from mrfa.inference.engine import EngineOptions, check_engine, prepare_model
 from mrfa.media.convert import float_to_uint8, tensor_to_uint8, to_rgb_uint8
 from mrfa.media.crop import CropBox, apply_crop
 from mrfa.media.face import FaceDetector, NoFaceError, choose_detector
-from mrfa.media.video import (VIDEO_FILE_SUFFIXES, FrameBuffer, VideoReadError, iter_video_frames, read_image,
-                              video_info, video_kind)
+from mrfa.media.video import (
+    VIDEO_FILE_SUFFIXES,
+    FrameBuffer,
+    VideoReadError,
+    iter_video_frames,
+    read_image,
+    video_info,
+    video_kind,
+)
 from mrfa.nn.mrfa import MRFA, SourceEncoding
 from mrfa.nn.relative_motion import convex_hull_area, movement_scale
 from mrfa.types import Keypoints
@@ -215,13 +223,15 @@ class Animator:
     """
 
     def __init__(self, model: MRFA, *, device: Union[str, torch.device] = "cpu", batch_size: int = 4,
-                 cache_mb: float = 256) -> None:
+                 cache_mb: float = 256, engine: Optional[EngineOptions] = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if cache_mb < 0:
             raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.engine = engine or EngineOptions()
+        check_engine(self.engine, self.device)
+        self.model = prepare_model(model.to(self.device).eval(), self.engine, self.device)
         self.batch_size = batch_size
         self.cache_bytes = int(cache_mb * 2**20)
         self.source_encodings = 0  # how many times a source was actually encoded (the rest hit the cache)
@@ -231,12 +241,15 @@ class Animator:
 
     @classmethod
     def from_checkpoint(cls, path: PathLike, *, device: Union[str, torch.device] = "auto", batch_size: int = 4,
-                        config: Optional[ExperimentConfig] = None, cache_mb: float = 256) -> "Animator":
+                        config: Optional[ExperimentConfig] = None, cache_mb: float = 256,
+                        engine: Optional[EngineOptions] = None) -> "Animator":
         """Load a snapshot / training state / official checkpoint (:func:`mrfa.load_checkpoint`; ``config`` only
-        for official checkpoints of non-default size)."""
+        for official checkpoints of non-default size). The engine is checked before the file is read."""
         from mrfa.checkpoint import load_checkpoint
 
-        return cls(load_checkpoint(path, config=config), device=device, batch_size=batch_size, cache_mb=cache_mb)
+        check_engine(engine or EngineOptions(), resolve_device(device))
+        return cls(load_checkpoint(path, config=config), device=device, batch_size=batch_size, cache_mb=cache_mb,
+                   engine=engine)
 
     @property
     def image_size(self) -> int:
@@ -247,7 +260,8 @@ class Animator:
     def to_tensor(self, frames: Sequence[np.ndarray]) -> Tensor:
         """``uint8 [S, S, 3]`` frames -> float ``[B, 3, S, S]`` in [0, 1] on the model's device."""
         batch = torch.from_numpy(np.stack(frames)).to(self.device)  # [B, S, S, 3]
-        return batch.permute(0, 3, 1, 2).float().div_(255.0)
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        return x.contiguous(memory_format=torch.channels_last) if self.engine.channels_last else x
 
     @staticmethod
     def to_uint8(images: Tensor) -> np.ndarray:

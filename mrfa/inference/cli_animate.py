@@ -14,19 +14,20 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from mrfa.inference.animate import AnimatedFrame, Animator, centre_box, iter_frames, load_image, square_frame
+from mrfa.inference.engine import add_engine_arguments, check_engine, engine_from_args
+from mrfa.media import face
 from mrfa.media.crop import CropBox, crop_box_for_image, crop_box_for_video
 from mrfa.media.draw import draw_keypoints
-from mrfa.media import face
 from mrfa.media.paste import paste_back
 from mrfa.media.video import FrameBuffer, VideoReadError, resize_frame, video_info, video_kind
 from mrfa.media.writer import FrameWriter, check_output, output_kind
+from mrfa.utils.device import resolve_device
 from mrfa.utils.warnings import RunWarnings
 
 DEFAULT_FPS = 25.0  # for frame folders, which carry no frame rate
@@ -77,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     r.add_argument("--visualize", action="store_true",
                    help="side by side: source | driving | result (+ pasted frame), keypoints drawn")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_arguments(parser)
     return parser
 
 
@@ -121,6 +123,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``mrfa animate``; returns 0 (errors raise with one clear sentence; ``mrfa`` exits 1)."""
     _check_args(args)
+    engine = engine_from_args(args)
+    check_engine(engine, resolve_device(args.device))  # before anything is read
     source_path, driving_path, output = Path(args.source), Path(args.driving), Path(args.output)
     check_output(output, inputs=[source_path, driving_path, args.checkpoint, args.config], overwrite=args.overwrite)
     kind = output_kind(output)
@@ -134,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
         config = load_config(args.config)
     animator = Animator.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                                        config=config, cache_mb=args.cache_mb)
+                                        config=config, cache_mb=args.cache_mb, engine=engine)
     if min(src_full.shape[:2]) < animator.image_size:
         warn("upscaled_source", f"the source {source_path} ({src_full.shape[1]}x{src_full.shape[0]}) is smaller "
                                 f"than the model's {animator.image_size} px and is upscaled")

@@ -11,10 +11,16 @@ import argparse
 import logging
 from pathlib import Path
 
-from mrfa.media.crop import apply_crop, crop_box_for_image, crop_box_for_video
 from mrfa.media import face
-from mrfa.media.video import (IMAGE_OUTPUT_SUFFIXES, VIDEO_FILE_SUFFIXES, iter_video_frames, read_image,
-                              video_info, write_image)
+from mrfa.media.crop import apply_crop, crop_box_for_image, crop_box_for_video
+from mrfa.media.video import (
+    IMAGE_OUTPUT_SUFFIXES,
+    VIDEO_FILE_SUFFIXES,
+    iter_video_frames,
+    read_image,
+    video_info,
+    write_image,
+)
 from mrfa.media.writer import FrameWriter, check_output, write_json
 
 logger = logging.getLogger(__name__)

@@ -10,13 +10,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from mrfa.inference.reconstruct import reconstruct
 from mrfa.media.writer import check_output, write_json
-from mrfa.metrics.evaluate import (ALL_METRICS, EXTRA_METRICS, FACE_METRICS, EvalOptions, evaluate_cross_identity,
-                                   evaluate_reconstruction)
+from mrfa.metrics.evaluate import (
+    ALL_METRICS,
+    EXTRA_METRICS,
+    FACE_METRICS,
+    EvalOptions,
+    evaluate_cross_identity,
+    evaluate_reconstruction,
+)
 
 
 def resolve_reconstruct_fn(spec: str) -> Callable[..., object]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Optional
+
+from mrfa.inference.engine import add_engine_arguments, engine_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--truncate-png", action="store_true",
                         help="write PNGs with the official (255 * x).astype(uint8) truncation instead of rounding")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_engine_arguments(parser)
     return parser
 
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     png = reconstruct(args.checkpoint, args.data, args.output, config=args.config, device=args.device,
                       batch_size=args.batch_size, max_videos=args.max_videos, max_frames=args.max_frames,
                       write_mp4=not args.no_mp4, png_rounding="truncate" if args.truncate_png else "round",
-                      progress=not args.quiet, overwrite=args.overwrite)
+                      progress=not args.quiet, overwrite=args.overwrite, engine=engine_from_args(args))
     report = json.loads((Path(args.output) / "metrics.json").read_text())
     overall = report["overall"]
     means = ", ".join(f"{k.upper()} {v if isinstance(v, str) else f'{v:.4f}'}" for k, v in overall["mean"].items())

@@ -13,6 +13,7 @@ The official script writes PNGs with ``(255 * pred).astype(uint8)`` (truncation)
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -21,6 +22,7 @@ import numpy as np
 
 from mrfa.config import ExperimentConfig
 from mrfa.inference.animate import Animator
+from mrfa.inference.engine import EngineOptions
 from mrfa.media.convert import float_to_uint8
 from mrfa.media.video import discover_videos, iter_video_frames, video_info
 from mrfa.media.writer import FrameWriter, check_output, write_json
@@ -51,7 +53,7 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
                 device: str = "auto", batch_size: int = 8, max_videos: Optional[int] = None,
                 max_frames: Optional[int] = None, write_mp4: bool = True,
                 png_rounding: Literal["round", "truncate"] = "round", progress: bool = False,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, engine: Optional[EngineOptions] = None) -> Path:
     """Reconstruct every video of ``data_root`` and score it; returns the folder of PNG predictions.
 
     Args:
@@ -67,6 +69,7 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
         png_rounding: ``"round"`` (default) or ``"truncate"`` (the official uint8 cast).
         progress: tqdm bars on stderr.
         overwrite: allow an output folder that an earlier mrfa run wrote (one mrfa did not write is refused).
+        engine: inference engine options (default: the fp32 eager reference).
 
     Returns:
         ``output_dir / "png"`` (pass it to ``mrfa evaluate --pred``); the report is in
@@ -79,7 +82,7 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
         raise ValueError(f"png_rounding must be 'round' or 'truncate', got {png_rounding!r}")
     ckpt_path = checkpoint if checkpoint is not None else (model if isinstance(model, (str, Path)) else None)
     out = check_output(output_dir, inputs=[data_root, ckpt_path], overwrite=overwrite, layout=OUTPUT_LAYOUT)
-    animator = _animator(model if model is not None else checkpoint, config, device, batch_size)
+    animator = _animator(model if model is not None else checkpoint, config, device, batch_size, engine)
     videos = find_videos(data_root)
     if max_videos is not None:
         videos = dict(list(videos.items())[:max_videos])
@@ -94,6 +97,7 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
         "mode": "reconstruction",
         "data": str(data_root),
         "checkpoint": str(checkpoint or (model if isinstance(model, (str, Path)) else "")),
+        "engine": dataclasses.asdict(animator.engine),
         "protocol": {"source": "frame 0", "driving": "every frame 0..T-1, absolute keypoints",
                      "metrics_on": "float predictions in [0, 1]", "image_size": animator.image_size,
                      "png": f"8-bit, {png_rounding}", "metrics": list(IMAGE_METRICS)},
@@ -134,7 +138,7 @@ def _reconstruct_video(animator: Animator, name: str, path: Path, out: Path, agg
 
 
 def _animator(model: Union[MRFA, Animator, PathLike, None], config: Union[ExperimentConfig, PathLike, None],
-              device: str, batch_size: int) -> Animator:
+              device: str, batch_size: int, engine: Optional[EngineOptions] = None) -> Animator:
     if isinstance(model, Animator):
         return model
     if model is None:
@@ -144,5 +148,5 @@ def _animator(model: Union[MRFA, Animator, PathLike, None], config: Union[Experi
             from mrfa.config import load_config
 
             config = load_config(config)
-        return Animator.from_checkpoint(model, device=device, batch_size=batch_size, config=config)
-    return Animator(model, device=device, batch_size=batch_size)
+        return Animator.from_checkpoint(model, device=device, batch_size=batch_size, config=config, engine=engine)
+    return Animator(model, device=device, batch_size=batch_size, engine=engine)

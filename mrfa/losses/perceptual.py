@@ -20,8 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mrfa.losses.pyramid import DEFAULT_SCALES, ImagePyramid
-from mrfa.losses.vgg import (VGGFeatures, load_lpips_vgg16_features, load_vgg_features,
-                             official_vgg_to_torchvision)
+from mrfa.losses.vgg import VGGFeatures, load_lpips_vgg16_features, load_vgg_features, official_vgg_to_torchvision
 
 Backbone = Literal["vgg19", "vgg16", "vgg16-lpips"]
 

@@ -12,21 +12,18 @@ video or a folder of videos paired by name (``x.mp4`` file, ``x.mp4/`` frame fol
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib
 import importlib.util
-import json
-import math
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mrfa.media.face import FaceBackend, FaceResult, backend_status, make_identity_backend, make_landmark_backend
-from mrfa.media.video import discover_videos, read_named_frames as read_frames, video_key
+from mrfa.media.video import discover_videos, video_key
+from mrfa.media.video import read_named_frames as read_frames
 from mrfa.metrics.face import face_pair_metrics
 from mrfa.metrics.frames import align_frames, match_size
 from mrfa.metrics.image import IMAGE_METRICS, MetricAggregator, frame_metrics

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrfa.media.face import FaceResult, unit_vector as _unit
+from mrfa.media.face import FaceResult
+from mrfa.media.face import unit_vector as _unit
 
 
 def akd(landmarks_pred: np.ndarray, landmarks_ref: np.ndarray) -> float:

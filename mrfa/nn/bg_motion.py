@@ -8,7 +8,6 @@ official state_dict (``bg_predictor.bg_encoder.*``).
 """
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 

@@ -12,15 +12,16 @@ as in TPSMM (checked against the parity fixture: align_corners=False is off by ~
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from .intermediates import record
 
 from mrfa.nn.blocks import AntiAliasInterpolation2d, Hourglass, kp2gaussian, make_coordinate_grid
 from mrfa.types import DenseMotion, Keypoints
+
+from .intermediates import record
 
 POINTS_PER_TPS = 5
 TPS_REGULARISATION = 0.01  # added to the diagonal of the TPS system matrix

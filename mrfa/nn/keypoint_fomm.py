@@ -8,15 +8,16 @@ the official ones after the ``encoder.`` prefix; the anti-alias kernel ``down.we
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from .intermediates import record
 
 from mrfa.nn.blocks import AntiAliasInterpolation2d, Hourglass, make_coordinate_grid
 from mrfa.types import Keypoints
+
+from .intermediates import record
 
 
 class FOMMKeypointDetector(nn.Module):

@@ -20,14 +20,15 @@ PyTorch's default init. Seed-identical init with the official (timm) code is not
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from .intermediates import record
 
 from mrfa.nn.hrnet import HRNetStem
 from mrfa.types import Keypoints
+
+from .intermediates import record
 
 
 def sine_position_embedding(height: int, width: int, dim: int, temperature: float = 10000.0) -> Tensor:

@@ -7,14 +7,13 @@ The backbone is ``fg_encoder`` as in the official state_dict (``encoder.fg_encod
 """
 from __future__ import annotations
 
-from typing import Any, Optional
-
 import torch
 from torch import Tensor, nn
-from .intermediates import record
 
 from mrfa.nn.resnet import ResNet18
 from mrfa.types import Keypoints
+
+from .intermediates import record
 
 POINTS_PER_TPS = 5
 

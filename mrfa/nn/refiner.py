@@ -19,8 +19,8 @@ from ..ops.grid import coords_grid, grid_to_pixel_flow, pixel_flow_to_grid, resi
 from ..types import DenseMotion
 from .blocks import kp2gaussian
 from .flow_updater import MotionEncoder, RefineHead
-from .structure_encoder import StructureEncoder
 from .intermediates import current, record
+from .structure_encoder import StructureEncoder
 
 
 class Refinement(NamedTuple):
@@ -70,6 +70,9 @@ class MotionRefiner(nn.Module):
         self.corr_mode = corr_mode
         self.corr_levels, self.corr_radius = corr_levels, corr_radius
         self.kp_variance = structure_kp_variance
+        # inference option (paper Table 6): refine only the first N (coarsest) levels; the finer ones warp with the
+        # flow they receive (prior + coarser residuals). None refines every level (official).
+        self.refine_levels: Optional[int] = None
         if prior_only:
             return
         hg = dict(dim=dim, block_expansion=block_expansion, max_features=max_features, num_blocks=num_blocks)
@@ -149,11 +152,15 @@ class MotionRefiner(nn.Module):
         acc_flow = acc_occ = None
         out = Refinement([], [], [], [], [], source)
         for i, (feat, r) in enumerate(zip(features, resolutions)):
-            corr = self._lookup(pyramids, flow)
-            motion = self.motion_encoder(flow, corr)
-            warped_pre = warp(feat, flow)
-            context = self.to_context[i](warped_pre)
-            delta, delta_occ, hidden = self.refine_head(motion, F.relu(context))
+            if self.refine_levels is not None and i >= self.refine_levels:  # not refined: warp with the flow in
+                delta, delta_occ = torch.zeros_like(flow), torch.zeros_like(occ_in)
+                corr = motion = warped_pre = context = hidden = None
+            else:
+                corr = self._lookup(pyramids, flow)
+                motion = self.motion_encoder(flow, corr)
+                warped_pre = warp(feat, flow)
+                context = self.to_context[i](warped_pre)
+                delta, delta_occ, hidden = self.refine_head(motion, F.relu(context))
             flow_ref = flow + delta
             occ_logit = occ_in + delta_occ
             occ = torch.sigmoid(occ_logit)

@@ -30,8 +30,8 @@ from torch import Tensor
 from mrfa.data.frames_dataset import MOTION_SUFFIX, list_video_candidates
 from mrfa.data.synthetic import load_motion
 from mrfa.media.video import read_video
-from mrfa.ops.grid import coords_grid, grid_to_pixel_flow, resize
 from mrfa.nn.intermediates import capture
+from mrfa.ops.grid import coords_grid, grid_to_pixel_flow, resize
 
 METHODS = ("prior", "prior_refiner_init", "refined_last_level_in", "refined", "zero")
 

@@ -23,8 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from mrfa.config import ExperimentConfig
-from mrfa.losses.adversarial import (MultiScaleDiscriminator, discriminator_gan_loss, feature_matching_loss,
-                                     generator_gan_loss)
+from mrfa.losses.adversarial import (
+    MultiScaleDiscriminator,
+    discriminator_gan_loss,
+    feature_matching_loss,
+    generator_gan_loss,
+)
 from mrfa.losses.background import background_loss
 from mrfa.losses.equivariance import RandomTPSTransform, equivariance_losses
 from mrfa.losses.perceptual import PerceptualLoss

@@ -20,8 +20,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from mrfa.version import __version__
 from mrfa.checkpoint import STATE_FORMAT, CheckpointError, atomic_save, read_checkpoint
+from mrfa.version import __version__
 
 STATE_NAME = "training-state.pt"
 SNAPSHOT_NAME = "snapshot.pt"

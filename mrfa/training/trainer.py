@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import random
@@ -32,11 +31,16 @@ from mrfa.checkpoint import load_state_strict, save_snapshot
 from mrfa.config import ExperimentConfig, config_to_dict
 from mrfa.media.writer import write_json
 from mrfa.training import distributed as D
-from mrfa.training.data import (ResumableSampler, build_loader, build_test_dataset, build_train_dataset,
-                                ensure_dataset)
+from mrfa.training.data import ResumableSampler, build_loader, build_test_dataset, build_train_dataset, ensure_dataset
 from mrfa.training.logging import TrainLogger
-from mrfa.training.objective import (CLIPPED_GROUPS, DiscriminatorObjective, TrainingObjective, build_discriminator,
-                                     build_perceptual, parameter_groups)
+from mrfa.training.objective import (
+    CLIPPED_GROUPS,
+    DiscriminatorObjective,
+    TrainingObjective,
+    build_discriminator,
+    build_perceptual,
+    parameter_groups,
+)
 from mrfa.training.state import SNAPSHOT_NAME, STATE_NAME, capture_rng, read_state, restore_rng, write_state
 from mrfa.training.visualize import training_grid, write_reconstruction_video
 from mrfa.utils.warnings import RunWarnings

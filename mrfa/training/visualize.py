@@ -11,7 +11,7 @@ occlusion/visibility maps in grey (white = visible). Pure numpy + scikit-image d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch

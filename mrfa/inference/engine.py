@@ -1,0 +1,186 @@
+"""The inference engine choice shared by ``mrfa animate``, ``mrfa reconstruct`` and :class:`Animator`.
+
+Not a paper box. fp32 PyTorch eager is the default and the parity reference; every other choice is an
+acceleration whose difference from it is measured (``python tools/benchmark.py forward`` prints both):
+
+* ``precision="bf16"`` (CPUs with AVX512-BF16 or AMX, and GPUs): the convolution-heavy blocks listed in
+  :data:`BF16_BLOCKS` hold bf16 weights and run on bf16 activations; everything that carries coordinates stays in
+  fp32 (keypoint detector and its heatmap softmax, the prior's sparse motions and mask softmax, the correlation
+  lookup, flows, warps, the jacobian inverse). Each bf16 block casts its inputs to bf16 and its outputs back to
+  fp32, so the blocks around it never see reduced precision.
+* ``precision="fp16"``: the same blocks in fp16, GPUs only.
+* ``channels_last``: NHWC activations and weights for the convolutions (same arithmetic, other memory order).
+* ``compile``: ``torch.compile`` of the model (first call slow).
+* ``refine_levels=N``: refine only the N coarsest levels (paper Table 6; the finer ones warp with the flow they
+  receive). None refines every level (official).
+
+A choice the machine cannot serve is refused with one sentence (:func:`check_engine`), never a silent slowdown.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import torch
+from torch import nn
+
+Backend = Literal["torch", "onnxruntime"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+# The blocks that run in reduced precision: convolution stacks whose outputs are features or images, not
+# coordinates (measured: tools/benchmark.py forward --precision bf16 prints the difference to fp32).
+BF16_BLOCKS: tuple[str, ...] = (
+    "generator.down_blocks", "generator.up_blocks", "generator.resblock", "generator.channel_block",
+    "refiner.driving.hourglass", "refiner.source.hourglass",
+    "dense_motion.hourglass",
+)
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run the model at inference (defaults: the fp32 eager parity reference)."""
+
+    backend: Backend = "torch"
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    refine_levels: Optional[int] = None
+
+    @property
+    def is_reference(self) -> bool:
+        return self == EngineOptions()
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), so that bf16 is not emulated (slow)."""
+    try:
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            flags = _cpu_flags()
+            return not flags or bool(flags & {"avx512_bf16", "amx_bf16"})
+    except (AttributeError, RuntimeError):
+        pass
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def check_engine(options: EngineOptions, device: torch.device) -> None:
+    """Refuse, with one sentence, a choice this machine cannot serve.
+
+    Raises:
+        ValueError: fp16 on a CPU, bf16 on a CPU without AVX512-BF16 / AMX, an unknown backend or precision, a
+            non-positive ``refine_levels``, onnxruntime options that only the torch backend has.
+    """
+    if options.backend not in ("torch", "onnxruntime"):
+        raise ValueError(f"unknown backend {options.backend!r}; choose torch or onnxruntime")
+    if options.precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"unknown precision {options.precision!r}; choose fp32, bf16 or fp16")
+    if options.refine_levels is not None and options.refine_levels < 1:
+        raise ValueError(f"--refine-levels must be >= 1, got {options.refine_levels}")
+    if options.backend == "onnxruntime":
+        raise ValueError("the onnxruntime backend is not available in this version of mrfa (no ONNX export yet); "
+                         "use --backend torch")
+    if device.type == "cpu":
+        if options.precision == "fp16":
+            raise ValueError("--precision fp16 needs a GPU (CPUs have no fast fp16 convolutions); use bf16 or fp32")
+        if options.precision == "bf16" and not cpu_supports_bf16():
+            raise ValueError("--precision bf16 needs a CPU with AVX512-BF16 or AMX (this one would emulate it, "
+                             "slower than fp32); use --precision fp32")
+
+
+class _ReducedPrecision:
+    """Forward hooks that run one block in ``dtype``: inputs cast on entry, outputs cast back to fp32 on exit."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+    def before(self, module: nn.Module, args: tuple) -> tuple:
+        return tuple(_cast(a, self.dtype) for a in args)
+
+    def after(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        return _cast(output, torch.float32)
+
+
+def _cast(x: Any, dtype: torch.dtype) -> Any:
+    if torch.is_tensor(x) and x.is_floating_point():
+        return x.to(dtype)
+    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        return type(x)(_cast(v, dtype) for v in x)
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # NamedTuple
+        return type(x)(*(_cast(v, dtype) for v in x))
+    return x
+
+
+def prepare_model(model: nn.Module, options: EngineOptions, device: torch.device) -> nn.Module:
+    """Apply ``options`` to ``model`` (in place; returns the module to call, compiled when asked).
+
+    The model must already be on ``device`` and in eval mode.
+    """
+    check_engine(options, device)
+    model.refiner.refine_levels = options.refine_levels
+    if options.precision in _DTYPES:
+        dtype = _DTYPES[options.precision]
+        hooks = _ReducedPrecision(dtype)
+        for name in BF16_BLOCKS:
+            block = _submodule(model, name)
+            if block is None:
+                continue
+            block.to(dtype)
+            for part in (block if isinstance(block, nn.ModuleList) else [block]):  # a ModuleList is never called
+                part.register_forward_pre_hook(hooks.before)
+                part.register_forward_hook(hooks.after)
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if options.compile:  # the methods the inference paths call (a compiled forward alone would miss encode/decode)
+        for owner, name in ((model.kp_detector, "forward"), (model.refiner, "forward"),
+                            (model.generator, "encode"), (model.generator, "decode")):
+            setattr(owner, name, torch.compile(getattr(owner, name)))
+        if model.dense_motion is not None:
+            model.dense_motion.forward = torch.compile(model.dense_motion.forward)
+    return model
+
+
+def _submodule(model: nn.Module, name: str) -> Optional[nn.Module]:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def default_threads() -> int:
+    """Intra-op threads for inference: the CPUs this process may use (``os.sched_getaffinity``), at most
+    ``torch.get_num_threads()``'s default. See :func:`configure_threads`."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The engine flags shared by the commands (``--backend --precision --channels-last --compile
+    --refine-levels``)."""
+    g = parser.add_argument_group("inference engine (defaults: the fp32 eager parity reference)")
+    g.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="bf16: CPUs with AVX512-BF16/AMX and GPUs; fp16: GPUs. Conv blocks only, coordinates stay fp32")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory order for the convolutions")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first frames)")
+    g.add_argument("--refine-levels", type=int, default=None, metavar="N",
+                   help="refine only the N coarsest levels (paper Table 6: N = levels - 1 stops at H/2)")
+
+
+def engine_from_args(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(backend=args.backend, precision=args.precision, channels_last=args.channels_last,
+                         compile=args.compile, refine_levels=args.refine_levels)

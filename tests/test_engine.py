@@ -1,0 +1,90 @@
+"""The inference engine: every fast path runs, stays within its stated tolerance of the fp32 reference, and every
+choice the machine cannot serve is refused with one sentence."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import mrfa
+from mrfa.cli import main as mrfa_main
+from mrfa.inference import engine as E
+from mrfa.inference.engine import EngineOptions, check_engine, prepare_model
+
+CPU = torch.device("cpu")
+
+
+def _model(**overrides: object) -> mrfa.MRFA:
+    torch.manual_seed(0)
+    cfg = mrfa.load_config("configs/tiny.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    return mrfa.build_model(cfg).eval()
+
+
+def _inputs(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(2, 3, size, size, generator=g), torch.rand(2, 3, size, size, generator=g)
+
+
+def _predict(options: EngineOptions, **cfg: object) -> torch.Tensor:
+    model = prepare_model(_model(**cfg), options, CPU)
+    src, drv = _inputs()
+    with torch.inference_mode():
+        return model(src, drv).prediction.float()
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def test_channels_last_matches_the_reference() -> None:
+    ref = _predict(EngineOptions())
+    assert (_predict(EngineOptions(channels_last=True)) - ref).abs().max() < 1e-4
+
+
+@pytest.mark.skipif(not E.cpu_supports_bf16(), reason="this CPU has no AVX512-BF16 / AMX (bf16 is refused here)")
+@pytest.mark.parametrize("prior", ["mtia", "fomm", "tpsm"])
+def test_bf16_stays_within_tolerance(prior: str) -> None:
+    cfg = {"model.prior": prior} if prior != "tpsm" else {"model.prior": "tpsm", "model.num_kp": 4, "model.tps.num_tps": 4}
+    ref = _predict(EngineOptions(), **cfg)
+    fast = _predict(EngineOptions(precision="bf16"), **cfg)
+    assert fast.dtype == torch.float32 and torch.isfinite(fast).all()
+    assert _psnr(fast, ref) > 35.0 and (fast - ref).abs().max() < 0.1  # stated tolerance (random tiny model)
+
+
+def test_refine_levels() -> None:
+    model = _model()
+    levels = len(model.generator.channels)
+    ref = _predict(EngineOptions())
+    assert torch.equal(_predict(EngineOptions(refine_levels=levels)), ref)  # all levels: the official forward
+    coarse = _predict(EngineOptions(refine_levels=levels - 1))
+    assert not torch.equal(coarse, ref) and torch.isfinite(coarse).all()
+
+
+def test_refine_levels_prior_only_is_harmless() -> None:
+    assert torch.isfinite(_predict(EngineOptions(refine_levels=2), **{"model.refinement.prior_only": True})).all()
+
+
+@pytest.mark.parametrize("options, words", [
+    (EngineOptions(precision="fp16"), "needs a GPU"),
+    (EngineOptions(backend="onnxruntime"), "onnxruntime"),
+    (EngineOptions(refine_levels=0), "--refine-levels"),
+])
+def test_refusals(options: EngineOptions, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        check_engine(options, CPU)
+
+
+def test_bf16_refused_without_native_support(monkeypatch) -> None:
+    monkeypatch.setattr(E, "cpu_supports_bf16", lambda: False)
+    with pytest.raises(ValueError, match="AVX512-BF16 or AMX"):
+        check_engine(EngineOptions(precision="bf16"), CPU)
+
+
+def test_cli_refuses_fp16_on_cpu_before_reading_anything(tmp_path, capsys) -> None:
+    code = mrfa_main(["animate", "--checkpoint", str(tmp_path / "missing.pt"), "--source", "configs/tiny.yaml",
+                      "--driving", str(tmp_path / "d.mp4"), "--output", str(tmp_path / "o.mp4"), "--device", "cpu",
+                      "--precision", "fp16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("mrfa animate: error:") and "needs a GPU" in err[-1]
