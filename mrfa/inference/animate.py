@@ -231,7 +231,10 @@ class Animator:
         self.device = resolve_device(device)
         self.engine = engine or EngineOptions()
         check_engine(self.engine, self.device)
-        self.model = prepare_model(model.to(self.device).eval(), self.engine, self.device)
+        if self.engine.backend == "onnxruntime":  # the exported graphs (mrfa.inference.export.OnnxModel)
+            self.model = model
+        else:
+            self.model = prepare_model(model.to(self.device).eval(), self.engine, self.device)
         self.batch_size = batch_size
         self.cache_bytes = int(cache_mb * 2**20)
         self.source_encodings = 0  # how many times a source was actually encoded (the rest hit the cache)
@@ -247,9 +250,18 @@ class Animator:
         for official checkpoints of non-default size). The engine is checked before the file is read."""
         from mrfa.checkpoint import load_checkpoint
 
-        check_engine(engine or EngineOptions(), resolve_device(device))
-        return cls(load_checkpoint(path, config=config), device=device, batch_size=batch_size, cache_mb=cache_mb,
-                   engine=engine)
+        engine = engine or EngineOptions()
+        check_engine(engine, resolve_device(device))
+        if engine.backend == "onnxruntime":
+            from mrfa.inference.export import OnnxModel
+
+            if not Path(path).is_dir():
+                raise ValueError(f"--backend onnxruntime runs an exported folder, not the checkpoint file {path}; "
+                                 f"create it once with: mrfa export --checkpoint {path} --output DIR")
+            model = OnnxModel(path, device=resolve_device(device))
+        else:
+            model = load_checkpoint(path, config=config)
+        return cls(model, device=device, batch_size=batch_size, cache_mb=cache_mb, engine=engine)
 
     @property
     def image_size(self) -> int:

@@ -29,12 +29,16 @@ from torch import nn
 Backend = Literal["torch", "onnxruntime"]
 Precision = Literal["fp32", "bf16", "fp16"]
 
-# The blocks that run in reduced precision: convolution stacks whose outputs are features or images, not
-# coordinates (measured: tools/benchmark.py forward --precision bf16 prints the difference to fp32).
+# The blocks that run in reduced precision: convolution stacks whose outputs are features, images or small flow
+# residuals, not coordinates. Measured on the vox256 fixture weights (tools/benchmark.py forward, AMD EPYC, batch 1):
+# generator + structure/dense-motion hourglasses 1.17x at 78 dB PSNR against fp32; adding the refinement's motion
+# encoder, refine head and context projections 1.53x at 72 dB; adding the detector's HRNet gains nothing and drops
+# to 39 dB (keypoints move), so the keypoint detector stays fp32.
 BF16_BLOCKS: tuple[str, ...] = (
     "generator.down_blocks", "generator.up_blocks", "generator.resblock", "generator.channel_block",
     "refiner.driving.hourglass", "refiner.source.hourglass",
     "dense_motion.hourglass",
+    "refiner.motion_encoder", "refiner.refine_head", "refiner.to_context",
 )
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -90,8 +94,18 @@ def check_engine(options: EngineOptions, device: torch.device) -> None:
     if options.refine_levels is not None and options.refine_levels < 1:
         raise ValueError(f"--refine-levels must be >= 1, got {options.refine_levels}")
     if options.backend == "onnxruntime":
-        raise ValueError("the onnxruntime backend is not available in this version of mrfa (no ONNX export yet); "
-                         "use --backend torch")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise ValueError("--backend onnxruntime needs the optional packages onnx and onnxruntime "
+                             "(pip install '.[onnx]')") from None
+        torch_only = [name for name, on in (("--precision bf16/fp16", options.precision != "fp32"),
+                                            ("--channels-last", options.channels_last), ("--compile", options.compile),
+                                            ("--refine-levels", options.refine_levels is not None)) if on]
+        if torch_only:
+            raise ValueError(f"{', '.join(torch_only)} apply to the torch backend only; the onnxruntime backend runs "
+                             "the exported fp32 graphs")
+        return
     if device.type == "cpu":
         if options.precision == "fp16":
             raise ValueError("--precision fp16 needs a GPU (CPUs have no fast fp16 convolutions); use bf16 or fp32")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..types import DenseMotion, Keypoints
+from ..ops.grid import inverse_2x2
 from .blocks import AntiAliasInterpolation2d, Hourglass, kp2gaussian, make_coordinate_grid
 
 
@@ -37,7 +38,7 @@ def sparse_affine_motions(kp_driving: Keypoints, kp_source: Keypoints, height: i
     coords = identity - kp_d.view(b, k, 1, 1, 2)  # [B, K, h, w, 2]
     if kp_driving.jacobian is not None and kp_source.jacobian is not None:
         # fp32 on purpose: near-singular driving jacobians are common early in training
-        jac = torch.matmul(kp_source.jacobian.float(), torch.inverse(kp_driving.jacobian.float())).to(kp_d.dtype)
+        jac = torch.matmul(kp_source.jacobian.float(), inverse_2x2(kp_driving.jacobian.float())).to(kp_d.dtype)
         jac = jac.view(b, k, 1, 1, 2, 2).expand(b, k, height, width, 2, 2)
         coords = torch.matmul(jac, coords.unsqueeze(-1)).squeeze(-1)
     driving_to_source = coords + kp_s.view(b, k, 1, 1, 2)

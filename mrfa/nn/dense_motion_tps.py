@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrfa.nn.blocks import AntiAliasInterpolation2d, Hourglass, kp2gaussian, make_coordinate_grid
+from mrfa.ops.grid import inverse_small
 from mrfa.types import DenseMotion, Keypoints
 
 from .intermediates import record
@@ -29,8 +30,11 @@ TPS_LOG_EPS = 1e-9
 
 
 def tps_kernel(r2: Tensor) -> Tensor:
-    """TPS radial basis ``U = r^2 log(r^2)`` of squared distances (``+1e-9`` inside the log)."""
-    return r2 * torch.log(r2 + TPS_LOG_EPS)
+    """TPS radial basis ``U = r^2 log(r^2)`` of squared distances (``+1e-9`` inside the log).
+
+    ``U(0)`` is written out as ``-r2`` (= -0.0, the official value bit for bit): onnxruntime evaluates the plain
+    expression at r2 = 0 to NaN."""
+    return torch.where(r2 > 0, r2 * torch.log(r2 + TPS_LOG_EPS), -r2)
 
 
 def fit_tps(kp_driving: Tensor, kp_source: Tensor) -> tuple[Tensor, Tensor]:
@@ -53,7 +57,7 @@ def fit_tps(kp_driving: Tensor, kp_source: Tensor) -> tuple[Tensor, Tensor]:
     system = torch.cat([top, bottom], dim=2)  # [B, G, n+3, n+3]
     system = system + TPS_REGULARISATION * torch.eye(n + 3, device=system.device, dtype=system.dtype)
     rhs = torch.cat([kp_source, kp_source.new_zeros(b, g, 3, 2)], dim=2)  # [B, G, n+3, 2]
-    params = torch.matmul(torch.linalg.inv(system), rhs)  # [B, G, n+3, 2]
+    params = torch.matmul(inverse_small(system), rhs)  # [B, G, n+3, 2]
     return params[:, :, n:].transpose(2, 3), params[:, :, :n]
 
 

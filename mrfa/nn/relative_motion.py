@@ -6,6 +6,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..ops.grid import inverse_2x2
 from ..types import Keypoints
 
 
@@ -65,6 +66,6 @@ def normalize_kp(kp_source: Keypoints, kp_driving: Keypoints, kp_driving_initial
     value = diff + kp_source.value
     jacobian = kp_driving.jacobian
     if relative_jacobian and kp_driving.jacobian is not None:
-        jac_diff = torch.matmul(kp_driving.jacobian, torch.inverse(kp_driving_initial.jacobian))
+        jac_diff = torch.matmul(kp_driving.jacobian, inverse_2x2(kp_driving_initial.jacobian))
         jacobian = torch.matmul(jac_diff, kp_source.jacobian)
     return Keypoints(value=value, jacobian=jacobian)

@@ -137,3 +137,48 @@ def kp2gaussian(kp: Tensor, spatial_size: tuple[int, int], kp_variance: float) -
     grid = make_coordinate_grid(*spatial_size, device=kp.device, dtype=kp.dtype)  # [H, W, 2]
     diff = grid - kp[..., None, None, :]  # [..., K, H, W, 2]
     return torch.exp(-0.5 * (diff**2).sum(-1) / kp_variance)
+
+
+def inverse_2x2(m: Tensor) -> Tensor:
+    """Inverse of ``[..., 2, 2]`` matrices (keypoint jacobians).
+
+    Eager and compiled runs use ``torch.inverse`` (the official arithmetic, bit for bit); while a graph is being
+    exported (ONNX has no matrix-inverse operator) the closed form ``[[d, -b], [-c, a]] / (ad - bc)``, equal to it up
+    to float rounding.
+    """
+    if not torch.compiler.is_exporting():
+        return torch.inverse(m)
+    a, b, c, d = m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1]
+    det = a * d - b * c
+    return torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2) / det[..., None, None]
+
+
+def inverse_small(m: Tensor) -> Tensor:
+    """Inverse of ``[..., n, n]`` matrices for small n (the TPS systems, n = 8).
+
+    Eager and compiled runs use ``torch.linalg.inv`` (the official arithmetic); while a graph is being exported (ONNX
+    has no matrix inverse) Gauss-Jordan elimination with partial pivoting, unrolled over the n columns (plain
+    gather / arithmetic ops), equal to it up to float rounding.
+    """
+    if not torch.compiler.is_exporting():
+        return torch.linalg.inv(m)
+    n = m.shape[-1]
+    eye = torch.eye(n, dtype=m.dtype, device=m.device).expand(m.shape)
+    a = torch.cat([m, eye], dim=-1)  # [..., n, 2n]
+    rows = torch.arange(n, device=m.device)
+    for col in range(n):
+        # partial pivoting: the row at or below `col` with the largest |entry| in this column
+        cand = a[..., :, col].abs().masked_fill(rows < col, -1.0)  # [..., n]
+        pivot = cand.argmax(dim=-1)  # [...]
+        sel = torch.nn.functional.one_hot(pivot, n).to(m.dtype)  # [..., n]
+        cur = torch.nn.functional.one_hot(torch.full_like(pivot, col), n).to(m.dtype)
+        swap = sel - cur  # exchange rows `pivot` and `col` (a permutation applied by matmul)
+        perm = torch.eye(n, dtype=m.dtype, device=m.device) + swap[..., :, None] * swap[..., None, :] * -1.0
+        perm = perm + (sel[..., :, None] * cur[..., None, :] + cur[..., :, None] * sel[..., None, :]) \
+            * (1.0 - (sel * cur).sum(-1))[..., None, None]
+        a = perm @ a
+        row = a[..., col:col + 1, :] / a[..., col:col + 1, col:col + 1]  # normalised pivot row [..., 1, 2n]
+        factor = a[..., :, col:col + 1]  # [..., n, 1]
+        a = a - factor * row
+        a = a + cur[..., :, None] * row  # the pivot row itself becomes `row`
+    return a[..., n:]

@@ -1,0 +1,91 @@
+"""ONNX export and the onnxruntime backend: every variant round-trips (onnxruntime equals torch within 1e-4 on
+float predictions), the CLI animates through the exported graphs, and refusals are one sentence."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mrfa
+from mrfa.cli import main as mrfa_main
+from mrfa.inference.animate import Animator
+from mrfa.inference.engine import EngineOptions
+from mrfa.media.video import write_video
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install '.[onnx]'; make test does)")
+from mrfa.inference.export import OnnxModel, export_onnx  # noqa: E402
+
+TPS = ["model.prior=tpsm", "model.num_kp=4", "model.tps.num_tps=4"]
+VARIANTS = {  # the default MTIA model round-trips in test_cli_export_and_animate_with_onnxruntime
+    "tpsm": (TPS, ()),
+    "background": (["model.background=true"], ()),
+    "fomm": (["model.prior=fomm"], (pytest.mark.slow,)),
+    "prior-only": (["model.refinement.prior_only=true"], (pytest.mark.slow,)),
+}
+
+
+def _model(sets: list[str]) -> mrfa.MRFA:
+    torch.manual_seed(0)
+    cfg = mrfa.load_config("configs/tiny.yaml", sets)
+    model = mrfa.build_model(cfg).eval()
+    model.config = cfg
+    return model
+
+
+@pytest.mark.parametrize("variant", [pytest.param(k, marks=v[1]) for k, v in VARIANTS.items()])
+def test_round_trip(variant: str, tmp_path: Path) -> None:
+    model = _model(VARIANTS[variant][0])
+    _check_round_trip(model, export_onnx(model, tmp_path / "export"))
+
+
+def _check_round_trip(model: mrfa.MRFA, folder: Path) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["image_size"] == 64 and set(manifest["graphs"]) == {"encoder.onnx", "keypoints.onnx",
+                                                                        "renderer.onnx"}
+    g = torch.Generator().manual_seed(1)
+    src = (torch.rand(64, 64, 3, generator=g) * 255).byte().numpy()
+    drv = (torch.rand(5, 64, 64, 3, generator=g) * 255).byte().numpy()
+    eager = Animator(model, device="cpu", batch_size=2)
+    onnx = Animator(OnnxModel(folder), device="cpu", batch_size=3, engine=EngineOptions(backend="onnxruntime"))
+    for kw in ({}, {"relative": False}, {"adapt_scale": True, "best_frame": 2}):
+        a = np.stack([f.prediction for f in eager.frames(src, drv, **kw)]).astype(int)
+        b = np.stack([f.prediction for f in onnx.frames(src, drv, **kw)]).astype(int)
+        assert np.abs(a - b).max() <= 1, kw  # uint8: float predictions agree within 1e-4 (below)
+    ra = np.stack([p for p, _ in eager.reconstruct_frames(drv)])
+    rb = np.stack([p for p, _ in onnx.reconstruct_frames(drv)])
+    assert np.abs(ra - rb).max() < 1e-4
+
+
+def test_cli_export_and_animate_with_onnxruntime(tmp_path: Path, capsys) -> None:
+    ckpt = tmp_path / "tiny.pt"
+    model = _model([])
+    mrfa.save_snapshot(ckpt, model, model.config)
+    g = torch.Generator().manual_seed(2)
+    src, drv = tmp_path / "s.png", tmp_path / "d.mp4"
+    import imageio.v3 as iio
+
+    iio.imwrite(src, (torch.rand(64, 64, 3, generator=g) * 255).byte().numpy())
+    write_video(drv, (torch.rand(6, 64, 64, 3, generator=g) * 255).byte().numpy(), fps=5)
+    assert mrfa_main(["export", "--checkpoint", str(ckpt), "--output", str(tmp_path / "onnx")]) == 0
+    _check_round_trip(model, tmp_path / "onnx")
+    manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    assert manifest["checkpoint_sha256"] and "driving" in [i["name"] for i in manifest["graphs"]["renderer.onnx"]["inputs"]]
+    assert mrfa_main(["export", "--checkpoint", str(ckpt), "--output", str(tmp_path / "onnx")]) == 1  # exists
+    base = ["animate", "--source", str(src), "--driving", str(drv), "--device", "cpu", "--quiet"]
+    assert mrfa_main([*base, "--checkpoint", str(ckpt), "--output", str(tmp_path / "torch")]) == 0
+    assert mrfa_main([*base, "--checkpoint", str(tmp_path / "onnx"), "--backend", "onnxruntime", "--output",
+                      str(tmp_path / "ort")]) == 0
+    a = np.stack([iio.imread(p) for p in sorted((tmp_path / "torch").glob("*.png"))]).astype(int)
+    b = np.stack([iio.imread(p) for p in sorted((tmp_path / "ort").glob("*.png"))]).astype(int)
+    assert a.shape == b.shape == (6, 64, 64, 3) and np.abs(a - b).max() <= 1
+    capsys.readouterr()
+    assert mrfa_main([*base, "--checkpoint", str(ckpt), "--backend", "onnxruntime", "--output",
+                      str(tmp_path / "x.mp4")]) == 1
+    assert "mrfa export" in capsys.readouterr().err  # a checkpoint file: says how to export it
+    assert mrfa_main([*base, "--checkpoint", str(tmp_path / "onnx"), "--backend", "onnxruntime",
+                      "--precision", "bf16", "--output", str(tmp_path / "y.mp4")]) == 1
+    assert "torch backend only" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "y.mp4").exists()
