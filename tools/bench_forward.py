@@ -33,6 +33,7 @@ PATHS = {  # name -> engine options (EngineOptions fields)
     "refine-levels N-1": {"refine_levels": -1},
     "bf16 + channels_last + refine-levels N-1": {"precision": "bf16", "channels_last": True, "refine_levels": -1},
     "compile": {"compile": True},
+    "onnxruntime fp32": {"backend": "onnxruntime"},
 }
 
 
@@ -103,7 +104,16 @@ def measure(args: argparse.Namespace, path: str, batch: int, out: Path) -> dict:
     opts = dict(PATHS[path])
     if opts.get("refine_levels") == -1:
         opts["refine_levels"] = len(model.generator.channels) - 1 if hasattr(model.generator, "channels") else None
-    engine = prepare_model(model, EngineOptions(**opts), device)
+    if opts.get("backend") == "onnxruntime":  # export once (not timed), then run the graphs
+        from mrfa.inference.export import OnnxModel, export_onnx
+
+        folder = export_onnx(model, out.with_suffix(".onnx.d"))
+        onnx = OnnxModel(folder)
+
+        def engine(s, d):
+            return onnx.reconstruct_encoded(onnx.encode_source(s[:1]), d)
+    else:
+        engine = prepare_model(model, EngineOptions(**opts), device)
     src = src.expand(batch, -1, -1, -1).contiguous().to(device)
     drv = drv.expand(batch, -1, -1, -1).contiguous().to(device)
     if opts.get("channels_last"):

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from mrfa.config import ExperimentConfig
 from mrfa.inference.engine import EngineOptions, check_engine, prepare_model
+from mrfa.inference.smoothing import KeypointSmoother, OneEuroParams
 from mrfa.media.convert import float_to_uint8, tensor_to_uint8, to_rgb_uint8
 from mrfa.media.crop import CropBox, apply_crop
 from mrfa.media.face import FaceDetector, NoFaceError, choose_detector
@@ -307,7 +308,8 @@ class Animator:
                adapt_scale: bool = False, best_frame: Optional[int] = None, find_best_frame: bool = False,
                detector: Optional[FaceDetector] = None, source_box: Optional[CropBox] = None,
                driving_box: Optional[CropBox] = None, keypoints: bool = False, batch_size: Optional[int] = None,
-               progress: bool = False, total: Optional[int] = None) -> Iterator[AnimatedFrame]:
+               progress: bool = False, total: Optional[int] = None, smoothing: Optional[OneEuroParams] = None,
+               fps: float = 25.0) -> Iterator[AnimatedFrame]:
         """Reenact ``source`` with ``driving_frames``; yields :class:`AnimatedFrame` in driving order.
 
         The driving video is decoded once when its frames fit in the animator's ``cache_mb`` (the best-frame
@@ -329,6 +331,9 @@ class Animator:
             batch_size: driving frames per forward pass (default: the animator's).
             progress: show a tqdm bar on stderr.
             total: the number of driving frames, for the progress bar (default: a cheap probe).
+            smoothing: a causal One-Euro filter of the driving keypoints (:mod:`mrfa.inference.smoothing`); None
+                (default) animates with the raw detector keypoints, as the official demo.
+            fps: the driving frame rate (the filter's time base).
         """
         size, bs = self.image_size, batch_size or self.batch_size
         src_full = load_image(source)
@@ -381,6 +386,12 @@ class Animator:
         scale = None
         if adapt_scale and kp_ref is not None:
             scale = movement_scale(enc.kp, kp_ref)
+        smoother = None
+        if smoothing is not None:
+            if self.engine.backend != "torch":
+                raise ValueError("motion smoothing needs the torch backend (the exported renderer detects keypoints "
+                                 "inside the graph)")
+            smoother = KeypointSmoother(smoothing, fps)
         total = total if total is not None else count_frames(driving_frames)
         with tqdm(total=total, unit="frame", desc="animate", disable=not progress, leave=False) as bar:
             index = 0
@@ -390,9 +401,11 @@ class Animator:
                     kp_ref = self._detect(drv[:1])
                     if adapt_scale:
                         scale = movement_scale(enc.kp, kp_ref)
+                kp_drv = smoother(self._detect(drv)) if smoother is not None else None
                 with torch.inference_mode():
                     out = self.model.animate(enc.source, drv, drv[:1], relative=relative, adapt_scale=adapt_scale,
-                                             source_encoding=enc, kp_driving_initial=kp_ref, scale=scale)
+                                             source_encoding=enc, kp_driving_initial=kp_ref, scale=scale,
+                                             kp_driving=kp_drv)
                 preds = self.to_uint8(out.prediction)
                 kp_d = self._detect(drv).value.cpu().numpy() if keypoints else None
                 kp_s = enc.kp.value[0].cpu().numpy() if keypoints else None

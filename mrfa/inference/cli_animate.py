@@ -21,6 +21,7 @@ import numpy as np
 
 from mrfa.inference.animate import AnimatedFrame, Animator, centre_box, iter_frames, load_image, square_frame
 from mrfa.inference.engine import add_engine_arguments, check_engine, engine_from_args
+from mrfa.inference.smoothing import OneEuroParams
 from mrfa.media import face
 from mrfa.media.crop import CropBox, crop_box_for_image, crop_box_for_video
 from mrfa.media.draw import draw_keypoints
@@ -52,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     rel.add_argument("--absolute", dest="relative", action="store_false", help="absolute driving keypoints")
     m.add_argument("--adapt-scale", action="store_true",
                    help="scale the motion by the source / reference keypoint convex-hull areas")
+    m.add_argument("--smooth", nargs="?", const="1.0,5.0", default=None, metavar="MIN_CUTOFF,BETA",
+                   help="causal One-Euro smoothing of the driving keypoints against jitter (off by default; "
+                        "--smooth alone: min_cutoff 1 Hz, beta 5; see docs/animation.md)")
     best = m.add_mutually_exclusive_group()
     best.add_argument("--find-best-frame", action="store_true",
                       help="use the driving frame whose face landmarks are closest to the source's as reference")
@@ -105,6 +109,16 @@ def visualize(frame: AnimatedFrame, source: np.ndarray, pasted: Optional[np.ndar
 
 
 # ------------------------------------------------------------------------------------------ command
+def _smoothing(text: Optional[str]) -> Optional[OneEuroParams]:
+    if text is None:
+        return None
+    try:
+        min_cutoff, beta = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--smooth takes MIN_CUTOFF,BETA (e.g. 1.0,5.0), got {text!r}") from None
+    return OneEuroParams(min_cutoff=min_cutoff, beta=beta)
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -118,6 +132,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--feather must be in [0, 0.5], got {args.feather:g}")
     if args.cache_mb < 0:
         raise ValueError(f"--cache-mb must be >= 0, got {args.cache_mb:g}")
+    _smoothing(args.smooth)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         frames = animator.frames(src_full, driving, relative=args.relative, adapt_scale=args.adapt_scale,
                                  best_frame=args.best_frame, find_best_frame=args.find_best_frame,
                                  detector=detector, source_box=source_box, driving_box=driving_box,
-                                 keypoints=args.visualize, progress=not args.quiet, total=info.num_frames or None)
+                                 keypoints=args.visualize, progress=not args.quiet, total=info.num_frames or None,
+                                 smoothing=_smoothing(args.smooth), fps=fps)
         for frame in frames:
             bad += not frame.finite
             pasted = paste_back(src_full, frame.prediction, paste_box, feather=args.feather) if args.paste_back \

@@ -153,19 +153,20 @@ class MRFA(nn.Module):
     def animate(self, source: Tensor, driving: Tensor, driving_initial: Tensor, *, relative: bool = True,
                 adapt_scale: bool = False, relative_jacobian: Optional[bool] = None,
                 source_encoding: Optional[SourceEncoding] = None, kp_driving_initial: Optional[Keypoints] = None,
-                scale: Optional[Tensor] = None) -> MRFAOutput:
+                scale: Optional[Tensor] = None, kp_driving: Optional[Keypoints] = None) -> MRFAOutput:
         """Reenact ``source`` with the motion of ``driving`` relative to ``driving_initial`` (spec 10).
 
         As the official demo: no background motion; relative jacobians whenever the detector has them
         (``relative_jacobian=None``). Pass a cached ``source_encoding`` / ``kp_driving_initial`` / adapt-scale
-        ``scale`` (:func:`movement_scale`) to avoid recomputing these per-video constants for every batch.
+        ``scale`` (:func:`movement_scale`) to avoid recomputing these per-video constants for every batch;
+        ``kp_driving`` replaces the detector's keypoints of ``driving`` (e.g. smoothed over time).
         """
         self.check_image(driving, "driving")
         enc = source_encoding if source_encoding is not None else self.encode_source(self._checked(source, "source"))
         with paused():
             kp_d0 = kp_driving_initial if kp_driving_initial is not None else \
                 self.kp_detector(self._checked(driving_initial, "driving_initial"))
-            kp_d = self.kp_detector(driving)
+            kp_d = self.kp_detector(driving) if kp_driving is None else kp_driving
         kp_s = _expand_kp(enc.kp, kp_d.value.shape[0])
         if adapt_scale and scale is None:
             scale = movement_scale(kp_s, _expand_kp(kp_d0, kp_d.value.shape[0]))
