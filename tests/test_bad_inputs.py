@@ -384,3 +384,20 @@ def test_flow_accuracy_accepts_prior_only(tmp_path: Path) -> None:
     generate_dataset(tmp_path / "syn", num_train=1, num_test=1, num_frames=3, size=64)
     result = evaluate_flow(build_model(cfg), tmp_path / "syn", split="test", max_videos=1)
     assert np.isfinite(result["prior"]) and np.isfinite(result["refined_last_level_in"])
+
+
+def test_huge_source_is_reduced_in_steps() -> None:
+    """An 8000 px photo is box-reduced before the anti-aliased resize (defect 14); ordinary inputs are untouched."""
+    from skimage.transform import resize
+
+    from mrfa.media.crop import CropBox, apply_crop
+
+    yy, xx = np.mgrid[0:4096, 0:4096]
+    img = np.stack([np.sin(xx / 300) * 100 + 128, np.cos(yy / 250) * 100 + 128, (xx + yy) % 512 / 2],
+                   -1).astype(np.uint8)
+    ref = np.clip(np.rint(resize(img, (256, 256), order=1, anti_aliasing=True, preserve_range=True)), 0, 255)
+    out = apply_crop(img, CropBox(0, 0, 4096), 256).astype(float)
+    assert 10 * np.log10(255 ** 2 / ((out - ref) ** 2).mean()) > 35
+    small = img[:1024, :1024]  # 4x: the exact FOMM resize, bit for bit
+    ref_small = np.clip(np.rint(resize(small, (256, 256), order=1, anti_aliasing=True, preserve_range=True)), 0, 255)
+    assert np.array_equal(apply_crop(small, CropBox(0, 0, 1024), 256), ref_small.astype(np.uint8))

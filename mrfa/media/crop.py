@@ -19,6 +19,7 @@ import numpy as np
 
 from .convert import to_rgb_uint8
 from .face import FaceDetection, FaceDetector, NoFaceError, box_iou, choose_detector, iou_matrix
+from .video import pre_reduce
 
 logger = logging.getLogger(__name__)
 
@@ -299,5 +300,6 @@ def apply_crop(frame: np.ndarray, box: CropBox, size: int = 256, *, pad_mode: Pa
         patch = np.pad(patch, pads, mode=pad_mode)  # [side, side, 3]
     if box.side == size:
         return np.ascontiguousarray(patch)
-    out = resize(patch, (size, size), order=1, anti_aliasing=box.side > size, preserve_range=True)
+    patch = pre_reduce(patch, size, size)  # only for crops >= 8x the output (huge photos)
+    out = resize(patch, (size, size), order=1, anti_aliasing=patch.shape[0] > size, preserve_range=True)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
