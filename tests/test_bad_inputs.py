@@ -398,6 +398,26 @@ def test_huge_source_is_reduced_in_steps() -> None:
     ref = np.clip(np.rint(resize(img, (256, 256), order=1, anti_aliasing=True, preserve_range=True)), 0, 255)
     out = apply_crop(img, CropBox(0, 0, 4096), 256).astype(float)
     assert 10 * np.log10(255 ** 2 / ((out - ref) ** 2).mean()) > 35
-    small = img[:1024, :1024]  # 4x: the exact FOMM resize, bit for bit
+    small = img[:2048, :2048]  # 8x: the exact FOMM resize, bit for bit
     ref_small = np.clip(np.rint(resize(small, (256, 256), order=1, anti_aliasing=True, preserve_range=True)), 0, 255)
-    assert np.array_equal(apply_crop(small, CropBox(0, 0, 1024), 256), ref_small.astype(np.uint8))
+    assert np.array_equal(apply_crop(small, CropBox(0, 0, 2048), 256), ref_small.astype(np.uint8))
+
+
+def test_resumed_run_does_not_duplicate_log_lines(tmp_path: Path) -> None:
+    """Steps logged after the last training state (a killed run) are dropped when the run resumes from it."""
+    import json as _json
+
+    from mrfa.training.logging import _truncate_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(_json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 8)) + '{"step": 8, "lo')
+    _truncate_log(log, 5)  # the state was saved at step 5; 6, 7 and the torn line 8 will be logged again
+    assert [_json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_failed_audio_mux_is_reported_not_claimed(tmp_path: Path) -> None:
+    """A driving 'video' whose audio cannot be copied: the writer says so and does not claim audio."""
+    with FrameWriter(tmp_path / "o.mp4", fps=5, audio_from=tmp_path / "missing.mp4") as w:
+        for frame in _frames(3):
+            w.write(frame)
+    assert (tmp_path / "o.mp4").exists() and not w.audio_muxed and "missing.mp4" in (w.audio_error or "")

@@ -300,6 +300,6 @@ def apply_crop(frame: np.ndarray, box: CropBox, size: int = 256, *, pad_mode: Pa
         patch = np.pad(patch, pads, mode=pad_mode)  # [side, side, 3]
     if box.side == size:
         return np.ascontiguousarray(patch)
-    patch = pre_reduce(patch, size, size)  # only for crops >= 8x the output (huge photos)
+    patch = pre_reduce(patch, size, size)  # only for crops >= 16x the output (huge photos)
     out = resize(patch, (size, size), order=1, anti_aliasing=patch.shape[0] > size, preserve_range=True)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -112,10 +112,10 @@ def video_kind(path: PathLike) -> str:
     raise VideoReadError(f"unsupported video format '{suffix}' for {path}")
 
 
-# Shrinking by more than this factor first box-averages the picture down to about 4x the target (Pillow's reduce),
+# Shrinking by this factor or more first box-averages the picture down to about 4x the target (Pillow's reduce),
 # so an 8000 x 8000 photo does not go through a float64 Gaussian of its full size. Below the factor (every
 # VoxCeleb-like input) the resize is exactly FOMM's.
-PRE_REDUCE_FACTOR = 8
+PRE_REDUCE_FACTOR = 16
 
 
 def pre_reduce(frame: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
