@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..types import DenseMotion, Keypoints
 from ..ops.grid import inverse_2x2
+from ..types import DenseMotion, Keypoints
 from .blocks import AntiAliasInterpolation2d, Hourglass, kp2gaussian, make_coordinate_grid
 
 
