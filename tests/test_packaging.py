@@ -67,3 +67,19 @@ def test_benchmarks_and_test_helpers_are_not_in_the_package() -> None:
 def test_tools_do_not_edit_sys_path() -> None:
     for path in (REPO / "tools").glob("*.py"):
         assert "sys.path.insert" not in path.read_text() and "sys.path.append" not in path.read_text(), path
+
+
+def test_import_is_light_and_the_cli_sets_the_openmp_policy_first() -> None:
+    """``import mrfa`` loads no torch, so the commands can set GOMP_SPINCOUNT before libgomp starts."""
+    import os
+    import sys
+
+    code = ("import sys, os, mrfa, mrfa.cli\nassert 'torch' not in sys.modules, 'torch loaded by import mrfa'\n"
+            "mrfa.cli.set_openmp_policy()\nimport torch\nprint(os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert proc.stdout.strip() == "10000"
+    env["GOMP_SPINCOUNT"] = "123"  # the user's choice wins
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.stdout.strip() == "123"
