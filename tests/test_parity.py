@@ -182,3 +182,13 @@ def test_animate(case, section):
     failures += _check_section(section, trace, fx, meta, skip=(f"{section}.kp.", f"{section}.kp[", f"{section}.detector",
                                                                  f"{section}.kp_used"))
     assert not failures, f"{path.name}/{section}: {len(failures)} mismatches:\n" + "\n".join(failures[:20])
+
+
+def test_parity_fixtures_are_found() -> None:
+    """Parity is not silently skipped: without fixtures this fails (set MRFA_FIXTURES, or MRFA_NO_FIXTURES=1 to
+    run the rest of the suite knowingly without parity)."""
+    import os
+
+    if os.environ.get("MRFA_NO_FIXTURES") == "1":
+        pytest.skip("MRFA_NO_FIXTURES=1: parity deliberately not checked")
+    assert FIXTURES, "no parity fixtures found: set MRFA_FIXTURES or provide ../shared/fixtures"
