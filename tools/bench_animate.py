@@ -49,7 +49,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--memory-batch-size", type=int, default=4, help="batch size of the memory runs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="instead: whole `mrfa animate` runs of a synthetic 512 x 512 clip (decode, resize, render, "
+                             "encode), today's defaults vs the fastest path, alone and beside a competing torch process")
+    parser.add_argument("--clip-frames", type=int, default=300, help="frames of the end-to-end clip")
+    parser.add_argument("--fast-flags", default="--precision bf16 --channels-last --refine-levels -1",
+                        help="the fastest path's flags (--refine-levels -1: levels - 1)")
     return parser
+
+
+def run_end_to_end(args: argparse.Namespace) -> int:
+    """Seconds per frame of whole `mrfa animate` commands (fresh processes), default vs fast, idle vs busy."""
+    import imageio.v3 as iio
+
+    import mrfa
+
+    if not args.checkpoint:
+        raise SystemExit("--end-to-end needs --checkpoint (a snapshot the command can load)")
+    model = mrfa.load_checkpoint(args.checkpoint)
+    levels = len(model.generator.channels)
+    fast = args.fast_flags.replace("--refine-levels -1", f"--refine-levels {levels - 1}").split()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = synthetic_driving(Path(tmp) / "clip.mp4", args.clip_frames, size=512)
+        source = Path(tmp) / "source.png"
+        iio.imwrite(source, np.full((512, 512, 3), 128, np.uint8))
+        busy = [sys.executable, "-c", "import torch\nx = torch.rand(512, 512)\nwhile True: x = (x @ x).clamp(-1, 1)"]
+        print(f"# end-to-end mrfa animate: {args.clip_frames} frames 512 x 512 -> {model.image_size} px, "
+              f"{args.checkpoint}")
+        print("| path | machine | s/frame | speed-up |\n| --- | --- | --- | --- |")
+        for machine in ("idle", "busy (a 2-thread torch loop beside it)"):
+            competitor = subprocess.Popen(busy) if machine != "idle" else None
+            try:
+                ref = None
+                for name, flags in (("defaults (fp32 eager)", []), ("fastest: " + " ".join(fast), fast)):
+                    out = Path(tmp) / f"out{len(rows)}.mp4"
+                    cmd = [sys.executable, "-m", "mrfa", "animate", "--checkpoint", str(args.checkpoint), "--source",
+                           str(source), "--driving", str(clip), "--output", str(out), "--quiet", "--device", "cpu",
+                           *flags]
+                    t0 = time.perf_counter()
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    seconds = time.perf_counter() - t0
+                    if proc.returncode != 0:
+                        raise RuntimeError(proc.stderr.strip().splitlines()[-1])
+                    per_frame = seconds / args.clip_frames
+                    ref = ref or per_frame
+                    rows.append({"path": name, "machine": machine, "seconds_per_frame": per_frame})
+                    print(f"| {name} | {machine} | {per_frame:.3f} | {ref / per_frame:.2f}x |", flush=True)
+            finally:
+                if competitor is not None:
+                    competitor.kill()
+                    competitor.wait()
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -163,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the animation benchmarks and print a table (optionally JSON)."""
     import torch
 
+    if args.end_to_end:
+        return run_end_to_end(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = _config_path(args)
