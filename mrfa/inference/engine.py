@@ -19,7 +19,6 @@ A choice the machine cannot serve is refused with one sentence (:func:`check_eng
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -52,10 +51,6 @@ class EngineOptions:
     channels_last: bool = False
     compile: bool = False
     refine_levels: Optional[int] = None
-
-    @property
-    def is_reference(self) -> bool:
-        return self == EngineOptions()
 
 
 def cpu_supports_bf16() -> bool:
@@ -171,15 +166,6 @@ def _submodule(model: nn.Module, name: str) -> Optional[nn.Module]:
         return model.get_submodule(name)
     except AttributeError:
         return None
-
-
-def default_threads() -> int:
-    """Intra-op threads for inference: the CPUs this process may use (``os.sched_getaffinity``), at most
-    ``torch.get_num_threads()``'s default. See :func:`configure_threads`."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

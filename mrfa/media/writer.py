@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 VIDEO_OUTPUTS = (".mp4", ".mov", ".mkv")
 GIF_OUTPUTS = (".gif",)
-AUDIO_OUTPUTS = VIDEO_OUTPUTS
 
 
 def output_kind(path: PathLike) -> str:
