@@ -44,7 +44,9 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest"],
+        # triton: the Triton lookup kernel runs in its CPU interpreter in the tests (never needed at run time on CPU);
+        # ninja: torch.utils.cpp_extension builds the CUDA kernel source as C++ under emulation in the tests
+        "test": ["pytest", "ninja", 'triton; platform_system == "Linux" and platform_machine == "x86_64"'],
         # ONNX export (mrfa export) and the onnxruntime backend (--backend onnxruntime)
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "face": ["face-alignment"],

@@ -134,8 +134,9 @@ class RefinementConfig:
 
     final_warp: 'prior_flow' (official: the image warp uses the flow entering the last level) or 'refined'
     (our fix: use the last refined flow). flow_init: 'prior' (official) or 'correlation' (soft-argmax of the
-    volume; occlusion logits start at 0; our option). corr_impl: lookup implementation ('auto': the CUDA kernel
-    when the tensors are on a GPU and it builds, else the PyTorch reference; 'cuda' fails loudly; 'torch').
+    volume; occlusion logits start at 0; our option). corr_impl: lookup implementation ('auto': on a GPU the CUDA
+    extension when it builds, else the Triton kernel, else the PyTorch reference; on CPU always the reference;
+    'cuda' / 'triton' fail loudly; 'torch').
     corr_mode: 'volume' (pyramids materialised once per forward) or 'onthefly' (memory-light, no 4D volume;
     same outputs up to float rounding).
     """
@@ -147,7 +148,7 @@ class RefinementConfig:
     hidden_dim: int = 128
     flow_init: Literal["prior", "correlation"] = "prior"
     final_warp: Literal["prior_flow", "refined"] = "prior_flow"
-    corr_impl: Literal["auto", "cuda", "torch"] = "torch"  # auto/cuda: opt-in until validated on a GPU
+    corr_impl: Literal["auto", "cuda", "triton", "torch"] = "torch"  # auto/cuda: opt-in until validated on a GPU
     corr_mode: Literal["volume", "onthefly"] = "volume"
 
 

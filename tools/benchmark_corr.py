@@ -7,6 +7,7 @@ Variants of the whole correlation path of one forward (volume/features -> 6 look
   B    every pyramid built once from pooled features (mrfa default), grid_sample reference lookup
   S    B + the window-stencil op in PyTorch (the custom op's non-CUDA kernel; CPU only)
   C    B + the fused CUDA kernel (GPU with a working extension only)
+  T    B + the Triton kernel (GPU with Triton only)
   OTF  on the fly: no volume, correlations of the looked-up windows only (corr_mode: onthefly)
 Plus a lookup-only comparison on a prebuilt full-resolution pyramid (reference vs stencil / kernel, with the
 achieved bandwidth against a measured device copy on GPU), and optionally a model step (--model).
@@ -36,7 +37,12 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from mrfa.ops.corr_lookup import corr_lookup_onthefly, corr_lookup_reference, kernel_unavailable_reason
+from mrfa.ops.corr_lookup import (
+    corr_lookup_onthefly,
+    corr_lookup_reference,
+    kernel_unavailable_reason,
+    triton_unavailable_reason,
+)
 from mrfa.ops.corr_lookup.op import corr_lookup_fused
 from mrfa.ops.correlation import build_pyramids, corr_volume, correlation_state, pool_driving, source_pyramid
 from mrfa.ops.grid import coords_grid
@@ -155,6 +161,16 @@ def make_case(size: int, batch: int, device: torch.device, seed: int = 0) -> dic
     return dict(query=query, key=key, iters=iters, device=device)
 
 
+def _triton_lookup(pyramid: list, coords, radius: int):
+    from mrfa.ops.corr_lookup.triton_op import corr_lookup_triton
+
+    return corr_lookup_triton(pyramid, coords, radius)
+
+
+def with_triton(device: torch.device) -> bool:
+    return device.type == "cuda" and triton_unavailable_reason() is None
+
+
 def path_variants(case: dict, *, with_cuda: bool) -> dict[str, Callable[[], list]]:
     q, k, iters = case["query"], case["key"], case["iters"]
     factors = sorted({f for f, _ in iters})
@@ -187,6 +203,8 @@ def path_variants(case: dict, *, with_cuda: bool) -> dict[str, Callable[[], list
     if case["device"].type == "cuda":
         if with_cuda:
             out["C once+cuda kernel"] = once(corr_lookup_fused)
+        if with_triton(case["device"]):
+            out["T once+triton kernel"] = once(_triton_lookup)
     else:
         out["S once+stencil op"] = once(corr_lookup_fused)
     out["OTF on the fly"] = onthefly
@@ -226,6 +244,8 @@ def lookup_only(case: dict, reps: int, with_cuda: bool) -> dict:
     if device.type == "cuda":
         if with_cuda:
             rows["fused kernel"] = lambda: [corr_lookup_fused(pyramid, coords, RADIUS)]
+        if with_triton(device):
+            rows["triton kernel"] = lambda: [_triton_lookup(pyramid, coords, RADIUS)]
     else:
         rows["stencil op"] = lambda: [corr_lookup_fused(pyramid, coords, RADIUS)]
     leaves = [*pyramid, coords]
@@ -260,7 +280,8 @@ def _random_grads(device: torch.device) -> Callable[[list], list]:
 
 # ----------------------------------------------------------------------------------------------- model step
 MODEL_CONFIGS = {"A official": ("onthefly", "torch"), "B volume/torch": ("volume", "torch"),
-                 "C volume/cuda": ("volume", "cuda"), "OTF onthefly": ("onthefly", "torch")}
+                 "C volume/cuda": ("volume", "cuda"), "T volume/triton": ("volume", "triton"),
+                 "OTF onthefly": ("onthefly", "torch")}
 
 
 def _model(name: str, size: int, device: torch.device):
@@ -280,6 +301,8 @@ def model_step(kind: str, size: int, batch: int, device: torch.device, reps: int
     results = {}
     for name in MODEL_CONFIGS:
         if name.startswith("C") and not (device.type == "cuda" and with_cuda):
+            continue
+        if name.startswith("T") and not with_triton(device):
             continue
         model = _model(name, size, device)
         gen = torch.Generator(device="cpu").manual_seed(0)
@@ -387,8 +410,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reason = kernel_unavailable_reason(device.type, device.index) if gpu else "CPU run"
     with_cuda = reason is None
     name = torch.cuda.get_device_name(device) if gpu else "cpu"
-    print(f"device: {name}; torch {torch.__version__}; CUDA kernel: {'yes' if with_cuda else 'no (' + reason + ')'}")
-    results: dict = {"device": name, "torch": torch.__version__, "kernel": with_cuda, "paths": {}, "lookup": {}}
+    triton_ok = with_triton(device)
+    print(f"device: {name}; torch {torch.__version__}; CUDA kernel: {'yes' if with_cuda else 'no (' + reason + ')'}; "
+          f"Triton kernel: {'yes' if triton_ok else 'no'}")
+    results: dict = {"device": name, "torch": torch.__version__, "kernel": with_cuda, "triton": triton_ok,
+                     "paths": {}, "lookup": {}}
     bandwidth = copy_bandwidth_gbs(device)
     if bandwidth:
         print(f"measured device copy bandwidth: {bandwidth:.0f} GB/s")
@@ -416,7 +442,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             line = (f"{lname:24s} fwd {r['fwd_ms']:8.3f} ms ({ref['fwd_ms'] / r['fwd_ms']:5.2f}x)  fwd+bwd "
                     f"{r['fwd_bwd_ms']:8.3f} ms ({ref['fwd_bwd_ms'] / r['fwd_bwd_ms']:5.2f}x)  "
                     f"peak f+b {r['peak_fwd_bwd_mib']:8.1f} MiB")
-            if bandwidth and lname == "fused kernel":
+            if bandwidth and lname in ("fused kernel", "triton kernel"):
                 gbs = floor["fwd"] / (r["fwd_ms"] / 1e3) / 1e9
                 gbs_fb = (floor["fwd"] + floor["bwd_incl_zero_fill"]) / (r["fwd_bwd_ms"] / 1e3) / 1e9
                 line += (f"  fwd {gbs:.0f} GB/s = {100 * gbs / bandwidth:.0f}% / fwd+bwd {gbs_fb:.0f} GB/s = "

@@ -62,7 +62,7 @@ class MotionRefiner(nn.Module):
                  context_dim: int = 192, hidden_dim: int = 128, prior_only: bool = False,
                  flow_init: Literal["prior", "correlation"] = "prior",
                  final_warp: Literal["prior_flow", "refined"] = "prior_flow",
-                 corr_impl: Literal["auto", "cuda", "torch"] = "torch",
+                 corr_impl: Literal["auto", "cuda", "triton", "torch"] = "torch",
                  corr_mode: Literal["volume", "onthefly"] = "volume") -> None:
         super().__init__()
         self.num_kp, self.grid_size, self.prior_only = num_kp, grid_size, prior_only

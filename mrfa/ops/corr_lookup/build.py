@@ -2,7 +2,7 @@
 
 Compiled on first CUDA use with ``torch.utils.cpp_extension.load`` into a cache directory keyed by the
 PyTorch / CUDA versions, the GPU architecture and a hash of the sources
-(``$MRFA_EXT_DIR`` or ``~/.cache/mrfa_ext``), or imported from an ahead-of-time build
+(``$MRFA_EXT_DIR`` or ``~/.cache/mrfa_ext``; ``MRFA_EXT_VERBOSE=1`` prints the compiler commands), or imported from an ahead-of-time build
 (``mrfa.ops.corr_lookup._C``) when one is installed. Nothing is ever compiled for CPU tensors or on a
 PyTorch build without CUDA: those cases are refused before the toolchain is touched.
 """
@@ -19,7 +19,7 @@ import torch
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("corr_lookup.cpp", "corr_lookup_kernel.cu")
-HEADERS = ("corr_lookup_core.h",)
+HEADERS = ("corr_lookup_core.h", "corr_lookup_launch.h")
 AOT_MODULE = "mrfa.ops.corr_lookup._C"
 
 
@@ -93,7 +93,8 @@ def _load_cached(device_index: int) -> tuple[ModuleType | None, str]:
         module = cpp_extension.load(
             name=f"mrfa_corr_lookup_{source_hash()}", sources=[str(CSRC / s) for s in SOURCES],
             extra_include_paths=[str(CSRC)], build_directory=str(directory),
-            extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-lineinfo"], with_cuda=True, verbose=False)
+            extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-lineinfo"], with_cuda=True,
+            verbose=os.environ.get("MRFA_EXT_VERBOSE") == "1")
     except (RuntimeError, OSError, ImportError) as exc:  # compiler / linker / loader failures
         tail = "\n".join(str(exc).splitlines()[-40:])
         return None, (f"mrfa corr_lookup CUDA extension failed to build in {directory} (delete a stale 'lock' "

@@ -22,7 +22,7 @@ MAX_LEVELS = 4
 MAX_RADIUS = 4
 
 
-def _validate(levels: list[Tensor], coords: Tensor, radius: int) -> None:
+def validate(levels: list[Tensor], coords: Tensor, radius: int) -> None:
     if not 1 <= len(levels) <= MAX_LEVELS:
         raise ValueError(f"mrfa::corr_lookup takes 1 to {MAX_LEVELS} pyramid levels, got {len(levels)}")
     if not 0 <= radius <= MAX_RADIUS:
@@ -37,19 +37,19 @@ def _validate(levels: list[Tensor], coords: Tensor, radius: int) -> None:
 @torch.library.custom_op("mrfa::corr_lookup", mutates_args=())
 def corr_lookup_op(levels: list[Tensor], coords: Tensor, radius: int) -> Tensor:
     """Fused lookup; this body is the non-CUDA kernel (see the module docstring for the contract)."""
-    _validate(levels, coords, radius)
+    validate(levels, coords, radius)
     return lookup_forward(levels, coords, radius)
 
 
 @corr_lookup_op.register_kernel("cuda")
 def _corr_lookup_cuda(levels: list[Tensor], coords: Tensor, radius: int) -> Tensor:
-    _validate(levels, coords, radius)
+    validate(levels, coords, radius)
     return load_extension(coords.device).forward(levels, coords, radius)
 
 
 @corr_lookup_op.register_fake
 def _corr_lookup_fake(levels: list[Tensor], coords: Tensor, radius: int) -> Tensor:
-    _validate(levels, coords, radius)
+    validate(levels, coords, radius)
     b, _, h, w = coords.shape
     return coords.new_empty((b, len(levels) * (2 * radius + 1) ** 2, h, w))
 

@@ -11,6 +11,11 @@ std::vector<at::Tensor> corr_lookup_backward_cuda(const at::Tensor& grad_out, co
 namespace {
 
 constexpr int64_t kMaxLevels = 4;  // = mrfa_corr::kMaxLevels
+#if defined(MRFA_CUDA_EMULATION)
+constexpr bool kEmulated = true;  // CPU tensors stand in for CUDA ones (tests/cuda_emulation/)
+#else
+constexpr bool kEmulated = false;
+#endif
 
 at::ScalarType acc_type(at::ScalarType level) {
   return level == at::kDouble ? at::kDouble : at::kFloat;
@@ -22,7 +27,7 @@ std::vector<at::Tensor> checked_levels(const std::vector<at::Tensor>& levels, co
               "mrfa corr_lookup: expected 1 to ", kMaxLevels, " pyramid levels, got ", levels.size());
   TORCH_CHECK(radius >= 0 && radius <= 4, "mrfa corr_lookup: radius must be in 0..4, got ", radius);
   const at::Tensor& first = levels[0];
-  TORCH_CHECK(first.is_cuda(), "mrfa corr_lookup: pyramid levels must be CUDA tensors, got ", first.device());
+  TORCH_CHECK(kEmulated || first.is_cuda(), "mrfa corr_lookup: pyramid levels must be CUDA tensors, got ", first.device());
   const auto dtype = first.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
               "mrfa corr_lookup: level dtype must be float32/float64/float16/bfloat16, got ", dtype);

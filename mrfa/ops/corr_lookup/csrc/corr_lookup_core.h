@@ -1,5 +1,5 @@
 // Fused correlation-pyramid lookup: the per-query math shared by the CUDA kernel
-// (corr_lookup_kernel.cu) and the host check build (cpu_check.cpp). No CUDA or torch headers here.
+// (corr_lookup_kernel.cu; also built for the CPU by tests/cuda_emulation/). No CUDA or torch headers here.
 //
 // Layouts (all contiguous):
 //   level l   [B, Q, H_l, W_l]      one source map per query q (q = y * w + x on the lookup grid)

@@ -6,20 +6,18 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <type_traits>
 #include <vector>
 
 #include "corr_lookup_core.h"
+#include "corr_lookup_launch.h"
 
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // grid-stride beyond this
+constexpr int64_t kMaxBlocks = MRFA_MAX_BLOCKS;  // grid-stride beyond this
 
 template <typename scalar_t, typename acc_t, int R>
 __global__ void __launch_bounds__(kThreads)
@@ -92,8 +90,8 @@ at::Tensor corr_lookup_forward_cuda(const std::vector<at::Tensor>& levels, const
     acc_t* o = out.data_ptr<acc_t>();
     dispatch_radius(radius, [&](auto r) {
       constexpr int R = decltype(r)::value;
-      corr_lookup_forward_kernel<scalar_t, acc_t, R><<<num_blocks(total), kThreads, 0, stream>>>(lv, c, o, total,
-                                                                                                 num_queries);
+      mrfa_corr::launch(corr_lookup_forward_kernel<scalar_t, acc_t, R>, num_blocks(total), kThreads, stream, lv, c, o,
+                        total, num_queries);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -122,8 +120,8 @@ std::vector<at::Tensor> corr_lookup_backward_cuda(const at::Tensor& grad_out, co
       acc_t* gc = grad_coords.data_ptr<acc_t>();
       dispatch_radius(radius, [&](auto r) {
         constexpr int R = decltype(r)::value;
-        corr_lookup_backward_kernel<scalar_t, acc_t, R><<<num_blocks(total), kThreads, 0, stream>>>(
-            lv, glv, c, g, gc, total, num_queries);
+        mrfa_corr::launch(corr_lookup_backward_kernel<scalar_t, acc_t, R>, num_blocks(total), kThreads, stream, lv,
+                          glv, c, g, gc, total, num_queries);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
