@@ -21,7 +21,7 @@ import numpy as np
 
 from mrfa.inference.animate import AnimatedFrame, Animator, centre_box, iter_frames, load_image, square_frame
 from mrfa.inference.engine import add_engine_arguments, check_engine, engine_from_args
-from mrfa.inference.smoothing import OneEuroParams
+from mrfa.inference.smoothing import smoothing_from_text
 from mrfa.media import face
 from mrfa.media.crop import CropBox, crop_box_for_image, crop_box_for_video
 from mrfa.media.draw import draw_keypoints
@@ -109,16 +109,6 @@ def visualize(frame: AnimatedFrame, source: np.ndarray, pasted: Optional[np.ndar
 
 
 # ------------------------------------------------------------------------------------------ command
-def _smoothing(text: Optional[str]) -> Optional[OneEuroParams]:
-    if text is None:
-        return None
-    try:
-        min_cutoff, beta = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--smooth takes MIN_CUTOFF,BETA (e.g. 1.0,5.0), got {text!r}") from None
-    return OneEuroParams(min_cutoff=min_cutoff, beta=beta)
-
-
 def _check_args(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -132,7 +122,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--feather must be in [0, 0.5], got {args.feather:g}")
     if args.cache_mb < 0:
         raise ValueError(f"--cache-mb must be >= 0, got {args.cache_mb:g}")
-    _smoothing(args.smooth)
+    smoothing_from_text(args.smooth)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
                                  best_frame=args.best_frame, find_best_frame=args.find_best_frame,
                                  detector=detector, source_box=source_box, driving_box=driving_box,
                                  keypoints=args.visualize, progress=not args.quiet, total=info.num_frames or None,
-                                 smoothing=_smoothing(args.smooth), fps=fps)
+                                 smoothing=smoothing_from_text(args.smooth), fps=fps)
         for frame in frames:
             bad += not frame.finite
             pasted = paste_back(src_full, frame.prediction, paste_box, feather=args.feather) if args.paste_back \

@@ -1,9 +1,11 @@
-"""``mrfa evaluate``: score predictions against ground truth, or run the reconstruction of a checkpoint first
-(the metric maths is :mod:`mrfa.metrics`; the protocol is docs/evaluation.md).
+"""``mrfa evaluate``: score predictions against ground truth, or run the reconstruction of a checkpoint first;
+across identities score existing results (``--pairs P --pred R``) or animate every pair with the checkpoint first
+(``--pairs P|auto --checkpoint C``). The metric maths is :mod:`mrfa.metrics`; the protocol is docs/evaluation.md.
 
-Example::
+Examples::
 
     mrfa evaluate --pred runs/recon/png --gt data/vox/test --output metrics.json
+    mrfa evaluate --pairs auto --data data/vox --checkpoint vox.pt --smooth --output cross.json
 """
 from __future__ import annotations
 
@@ -13,16 +15,24 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
+from mrfa.inference.animate import Animator
+from mrfa.inference.engine import EngineOptions, add_engine_arguments, check_engine, engine_from_args
 from mrfa.inference.reconstruct import reconstruct
-from mrfa.media.writer import check_output, write_json
+from mrfa.inference.smoothing import smoothing_from_text
+from mrfa.media.writer import FrameWriter, check_output, write_json
 from mrfa.metrics.evaluate import (
     ALL_METRICS,
     EXTRA_METRICS,
     FACE_METRICS,
     EvalOptions,
+    PairAnimator,
+    default_pairs,
     evaluate_cross_identity,
     evaluate_reconstruction,
 )
+from mrfa.utils.device import resolve_device
 
 
 def resolve_reconstruct_fn(spec: str) -> Callable[..., object]:
@@ -45,13 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--pred", type=Path, help="generated video / frame folder, or a folder of them")
     io.add_argument("--gt", type=Path, help="ground-truth video(s), paired with --pred by name")
     io.add_argument("--output", type=Path, default=Path("metrics.json"), help="JSON report path")
-    io.add_argument("--pairs", type=Path, help="cross-identity CSV (source, driving[, result, source_frame])")
+    io.add_argument("--pairs", help="cross-identity CSV (source, driving[, result, source_frame]), or 'auto': a "
+                                    "default pair list from --data (video i's first frame driven by video i+1)")
+    io.add_argument("--max-pairs", type=int, default=20, help="pairs in the --pairs auto list")
     io.add_argument("--data", type=Path, help="dataset root: source/driving base for --pairs; with --checkpoint, "
                                               "the root whose test/ split is reconstructed")
     io.add_argument("--result-pattern", default="{driving}-{source}", help="result name for --pairs rows")
     io.add_argument("--checkpoint", type=Path, help="run the reconstruction of this checkpoint first")
     io.add_argument("--config", type=Path, help="model config passed to the reconstruction function")
-    io.add_argument("--recon-out", type=Path, help="where the reconstruction writes frames (default: next to --output)")
+    io.add_argument("--recon-out", type=Path, help="where the reconstruction / animations write frames (default: "
+                                                   "next to --output)")
     io.add_argument("--reconstruct-fn", default=None,
                     help="module:function used with --checkpoint instead of mrfa's own reconstruction")
     io.add_argument("--overwrite", action="store_true", help="replace an existing report")
@@ -73,6 +86,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each video")
     p.add_argument("--no-per-frame", action="store_true", help="leave per-frame rows out of the JSON")
     p.add_argument("--device", default="cpu")
+    a = parser.add_argument_group("animation (--pairs with --checkpoint)")
+    rel = a.add_mutually_exclusive_group()
+    rel.add_argument("--relative", dest="relative", action="store_true", default=True,
+                     help="relative motion transfer (default, official --relative)")
+    rel.add_argument("--absolute", dest="relative", action="store_false", help="absolute driving keypoints")
+    a.add_argument("--adapt-scale", action="store_true", help="scale the motion by the keypoint hull areas")
+    a.add_argument("--find-best-frame", action="store_true", help="reference driving frame chosen by landmarks")
+    a.add_argument("--smooth", nargs="?", const="1.0,5.0", default=None, metavar="MIN_CUTOFF,BETA",
+                   help="causal One-Euro smoothing of the driving keypoints (default off; bare flag: 1.0,5.0)")
+    a.add_argument("--batch-size", type=int, default=4, help="driving frames per forward pass")
+    add_engine_arguments(parser)
 
 
 def _options(args: argparse.Namespace) -> EvalOptions:
@@ -101,18 +125,78 @@ def _print_summary(report: dict) -> None:
     for side, keys in report.get("unmatched", {}).items():
         if keys:
             print(f"  warning: {len(keys)} {side} videos have no counterpart (listed under 'unmatched')")
+    temporal = report.get("temporal", {}).get("overall", {})
+    shown = [k for k in ("jitter", "jitter_ref", "flicker", "flicker_ref", "mouth_open_corr", "eye_open_corr")
+             if temporal.get(k) is not None]
+    if shown:
+        ref = "driving" if report["mode"] == "cross_identity" else "ground truth"
+        print(f"  per video, mean over videos (*_ref: the {ref}): "
+              + ", ".join(f"{k}={temporal[k]:.4g}" for k in shown))
+    for key, why in report.get("not_computed", {}).items():
+        print(f"  not computed: {key}: {why}")
     for part in ("lpips", "landmarks", "identity"):
         if part in report["protocol"]:
             desc = report["protocol"][part]
             print(f"  {part}: " + ", ".join(f"{k}={v}" for k, v in desc.items()))
 
 
+def pair_animator(args: argparse.Namespace, engine: EngineOptions, out_dir: Path) -> PairAnimator:
+    """Animate one pair with the checkpoint and the user's flags; results go to ``out_dir/NAME/`` as PNG frames
+    (lossless, so the scores are those of the model, not of a video codec)."""
+    from mrfa.config import load_config
+
+    config = load_config(args.config) if args.config else None
+    animator = Animator.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
+                                        config=config, engine=engine)
+    smoothing = smoothing_from_text(args.smooth)
+
+    def animate(source: Path, source_frame: np.ndarray, driving: Path, name: str):
+        preds, drivings = [], []
+        frames = animator.frames(source_frame, driving, relative=args.relative, adapt_scale=args.adapt_scale,
+                                 find_best_frame=args.find_best_frame, smoothing=smoothing)
+        check_output(out_dir / name, inputs=[source, driving], overwrite=args.overwrite)
+        with FrameWriter(out_dir / name) as writer:
+            for frame in frames:
+                if args.max_frames is not None and frame.index >= args.max_frames:
+                    break
+                writer.write(frame.prediction)
+                preds.append(frame.prediction)
+                drivings.append(frame.driving)
+        if not preds:
+            raise ValueError(f"driving video {driving} gave no frames")
+        return [f"{i:07d}" for i in range(len(preds))], np.stack(preds), np.stack(drivings)
+
+    return animate
+
+
 def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | None = None) -> int:
-    """Execute ``mrfa evaluate``; returns the exit code (0 ok, 2 usage or input error)."""
+    """Execute ``mrfa evaluate``; returns the exit code (0 ok, 1 some pairs failed, 2 usage or input error)."""
     try:
-        check_output(args.output, inputs=[args.pred, args.gt, args.pairs, args.checkpoint], overwrite=args.overwrite)
+        pairs_path = Path(args.pairs) if args.pairs not in (None, "auto") else None
+        check_output(args.output, inputs=[args.pred, args.gt, pairs_path, args.checkpoint], overwrite=args.overwrite)
         options = _options(args)
-        if args.checkpoint is not None:
+        engine = engine_from_args(args)
+        smoothing_from_text(args.smooth)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.max_pairs < 1:
+            raise ValueError(f"--max-pairs must be >= 1, got {args.max_pairs}")
+        if args.pairs is not None:
+            if args.data is None:
+                raise ValueError("--pairs needs --data (the root of the source / driving paths)")
+            pairs = default_pairs(args.data, args.max_pairs) if args.pairs == "auto" else pairs_path
+            animate = None
+            if args.checkpoint is not None:
+                check_engine(engine, resolve_device(args.device))
+                if args.pred is not None:
+                    raise ValueError("give either --pred (existing results) or --checkpoint (animate the pairs)")
+                args.pred = args.recon_out or Path(args.output).parent / "animations"
+                animate = pair_animator(args, engine, args.pred)
+            elif args.pred is None:
+                raise ValueError("--pairs needs --pred (existing results) or --checkpoint (animate the pairs first)")
+            report = evaluate_cross_identity(pairs, args.pred, args.data, options,
+                                             result_pattern=args.result_pattern, animate=animate)
+        elif args.checkpoint is not None:
             if args.data is None:
                 raise ValueError("--checkpoint needs --data (the dataset root)")
             fn = reconstruct_fn or (resolve_reconstruct_fn(args.reconstruct_fn) if args.reconstruct_fn else reconstruct)
@@ -120,16 +204,13 @@ def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | Non
             kwargs = {"checkpoint": args.checkpoint, "data_root": args.data, "out_dir": out_dir, "device": args.device}
             if fn is reconstruct:
                 kwargs["overwrite"] = args.overwrite
+                kwargs["engine"] = engine
             if args.config is not None:
                 kwargs["config"] = args.config
             produced = fn(**kwargs)
             args.pred = Path(produced) if isinstance(produced, (str, Path)) else out_dir
             args.gt = args.gt or (args.data / "test" if (args.data / "test").is_dir() else args.data)
-        if args.pairs is not None:
-            if args.pred is None or args.data is None:
-                raise ValueError("--pairs needs --pred (results) and --data (source/driving root)")
-            report = evaluate_cross_identity(args.pairs, args.pred, args.data, options,
-                                             result_pattern=args.result_pattern)
+            report = evaluate_reconstruction(args.pred, args.gt, options)
         else:
             if args.pred is None or args.gt is None:
                 raise ValueError("give --pred and --gt, --pairs with --pred and --data, or --checkpoint with --data")
@@ -140,4 +221,12 @@ def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | Non
     write_json(args.output, report)
     _print_summary(report)
     print(f"  report: {args.output}")
+    failed = report.get("failed_pairs") or []
+    for row in failed:
+        print(f"mrfa evaluate: pair {row['row']} ({row['source']}, {row['driving']}) failed: {row['error']}",
+              file=sys.stderr)
+    if failed:
+        print(f"mrfa evaluate: {len(failed)} of {len(report['pair_list'])} pairs failed; the report covers the "
+              "others", file=sys.stderr)
+        return 1
     return 0

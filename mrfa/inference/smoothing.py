@@ -83,3 +83,14 @@ class KeypointSmoother:
             if kp.jacobian is not None:
                 jacs.append(self.jacobian(kp.jacobian[b]).to(kp.jacobian.dtype))
         return Keypoints(torch.stack(values), torch.stack(jacs) if jacs else None)
+
+
+def smoothing_from_text(text: Optional[str]) -> Optional[OneEuroParams]:
+    """Parse the CLI's ``--smooth MIN_CUTOFF,BETA`` (None: smoothing off)."""
+    if text is None:
+        return None
+    try:
+        min_cutoff, beta = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--smooth takes MIN_CUTOFF,BETA (e.g. 1.0,5.0), got {text!r}") from None
+    return OneEuroParams(min_cutoff=min_cutoff, beta=beta)
