@@ -77,5 +77,5 @@ def check_kernel(forward: Forward, backward: Backward, dtype: torch.dtype, radiu
         assert g.dtype == like.dtype and g.shape == like.shape and torch.isfinite(g).all(), k
         tol = (rtol, atol) if k < num_levels else ((0, 1e-11) if acc == torch.float64 else (1e-5, 1e-5))
         scale = max(1.0, float(e.abs().max()))
-        torch.testing.assert_close(g.double(), e, rtol=tol[0], atol=tol[1] * scale, msg=lambda m: f"grad {k}: {m}")
+        torch.testing.assert_close(g.double(), e, rtol=tol[0], atol=tol[1] * scale, msg=lambda m, k=k: f"grad {k}: {m}")
     assert got[-1].abs().max() > 0 and got[0].abs().max() > 0

@@ -47,7 +47,7 @@ def test_emulated_cuda_kernel_equals_stencil(emulated, dtype, radius):
 
     for num_levels in (1, 2, 3, 4):
         for strided in (False, True):
-            case = dict(strided=strided)
+            case = {"strided": strided}
             assert 2 * 12 * 17 > MAX_BLOCKS * 128  # the default case takes the grid-stride loop
             check_kernel(emulated.forward, emulated.backward, dtype, radius, num_levels, **case)
     check_kernel(emulated.forward, emulated.backward, dtype, radius, 2, b=3, h=3, w=5, height=6, width=4)
@@ -151,7 +151,8 @@ def test_auto_on_cpu_never_compiles_nor_imports_triton():
         "print(sorted(m for m in sys.modules if m == 'triton' or m.startswith('triton.')))\n"
     )
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                            check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout
 
@@ -186,7 +187,7 @@ def test_cuda_and_triton_kernels_on_gpu_equal_stencil(dtype):
     for radius in (0, 3, 4):
         for num_levels in (1, 2, 4):
             for strided in (False, True):
-                case = dict(strided=strided, device="cuda")
+                case = {"strided": strided, "device": "cuda"}
                 check_kernel(corr_lookup_op, corr_lookup_backward_op, dtype, radius, num_levels, **case)
                 check_kernel(tk.forward, tk.backward, dtype, radius, num_levels, **case)
     levels, coords = make_case(torch.float32, 3, 2, device="cuda")

@@ -404,8 +404,9 @@ def test_cuda_gradcheck_determinism_and_dispatch():
     pyr = [lv.detach().view(4, 32, 32, *lv.shape[-2:]) for lv in big]
     torch.testing.assert_close(corr_lookup(pyr, c32.detach(), 3, impl="cuda"),
                                corr_lookup(pyr, c32.detach(), 3, impl="auto"), rtol=0, atol=0)
+    # against the exact stencil on the same values (grid_sample rounds differently; its margin is thin)
     torch.testing.assert_close(corr_lookup(pyr, c32.detach(), 3, impl="cuda"),
-                               corr_lookup(pyr, c32.detach(), 3, impl="torch"), rtol=1e-5, atol=1e-5)
+                               lookup_forward([lv.detach() for lv in big], c32.detach(), 3), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.cuda

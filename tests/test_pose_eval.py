@@ -167,7 +167,7 @@ def test_pairs_with_checkpoint_animate_and_bad_rows_are_reported(tmp_path, tiny_
     assert "pair 2 (missing.png, drv.mp4) failed" in err and "2 of 3 pairs failed" in err
     assert rep["overall"]["frames"] == 4 and "csim_source" in rep["overall"]["mean"]
     assert "pose_error" in rep["overall"]["mean"] and set(rep["not_computed"]) == {"auh", "fid"}
-    assert sorted(p.name for p in (tmp_path / "eval" / "animations" / "drv-src").iterdir())[-1] == "0000003.png"
+    assert max(p.name for p in (tmp_path / "eval" / "animations" / "drv-src").iterdir()) == "0000003.png"
     empty = tmp_path / "empty.csv"
     empty.write_text("source,driving\n")
     code, _, _ = _cli(["--pairs", str(empty), "--data", str(data), "--checkpoint", str(tiny_ckpt),

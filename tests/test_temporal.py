@@ -97,3 +97,29 @@ def test_animator_smoothing_is_off_by_default_and_changes_output_when_on() -> No
     ref = np.stack([f.prediction for f in a.frames(src, drv)])
     smooth = np.stack([f.prediction for f in a.frames(src, drv, smoothing=OneEuroParams(0.5, 0.0), fps=25)])
     assert np.array_equal(plain, ref) and np.array_equal(smooth[0], ref[0]) and not np.array_equal(smooth, ref)
+
+
+def test_animator_streaming_with_smoothing_stays_flat_in_memory() -> None:
+    """Peak RSS after animating 100 frames vs after 600 more (smoothing on, frames from a generator, nothing kept):
+    keeping the 256 px driving frames would add 98 MB, keeping the outputs 6 MB per 500 frames."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, numpy as np, torch, mrfa
+from mrfa.inference.animate import Animator
+from mrfa.inference.smoothing import OneEuroParams
+torch.manual_seed(0)
+a = Animator(mrfa.build_model(mrfa.load_config("configs/tiny.yaml")).eval(), device="cpu", batch_size=4, cache_mb=0)
+rng = np.random.default_rng(0)
+src = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+base = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+def peak(n):
+    for f in a.frames(src, (np.roll(base, i % 7, axis=1) for i in range(n)), smoothing=OneEuroParams(), fps=25):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(peak(100), peak(600))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    after_100, after_700 = (float(v) for v in out.stdout.split())
+    assert after_700 - after_100 < 20.0, (after_100, after_700)

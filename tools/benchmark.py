@@ -4,6 +4,8 @@
   python tools/benchmark.py forward [--fixture F.pt | --checkpoint C] [--batch 1 8] [--paths ...]
       every inference path (fp32 reference, channels_last, bf16, refine-levels, compile) side by side: frames/s,
       speed-up, peak RSS, and the prediction's max / mean |diff| and PSNR against the reference (tools/bench_forward.py)
+  python tools/benchmark.py profile [--fixture F.pt] [--paths ...]
+      torch.profiler tables (operator groups, top operators) of the reference and fast paths (tools/bench_profile.py)
   python tools/benchmark.py flops [--config configs/vox256.yaml] [--batch 1 8] [--device cpu cuda]
       full forward (inference mode): frames/s, peak memory, FLOPs per frame by component.
   python tools/benchmark.py train-step [--config ...] [--batch N]   one optimisation step (alias: --train)
@@ -154,6 +156,11 @@ def main() -> int:
     fw = sub.add_parser("forward", help="inference paths vs the fp32 reference: speed and accuracy")
     bench_forward.add_arguments(fw)
     fw.set_defaults(func=lambda a: bench_forward.run(a))
+    import bench_profile
+
+    pr = sub.add_parser("profile", help="torch.profiler: where the forward's time goes, reference vs fast paths")
+    bench_profile.add_arguments(pr)
+    pr.set_defaults(func=lambda a: bench_profile.run(a))
     f = sub.add_parser("flops", help="full forward: frames/s, peak memory, FLOPs by component")
     f.add_argument("--config", default=str(ROOT / "configs" / "vox256.yaml"))
     f.add_argument("--batch", type=int, nargs="+", default=[1, 8])

@@ -73,7 +73,7 @@ def run_step(name: str, cmd: list[str], limit_s: float, log_dir: Path, env: dict
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit_s,
-                              env={**os.environ, **(env or {})})
+                              env={**os.environ, **(env or {})}, check=False)
         rc, out = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc = 124
@@ -104,7 +104,7 @@ def environment() -> dict:
     import torch
 
     env = {"python": sys.version.split()[0], "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-           "gpu": torch.cuda.get_device_name(0), "capability": "sm_%d%d" % torch.cuda.get_device_capability(0),
+           "gpu": torch.cuda.get_device_name(0), "capability": "sm_{}{}".format(*torch.cuda.get_device_capability(0)),
            "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1)}
     try:
         import triton
@@ -114,7 +114,7 @@ def environment() -> dict:
         env["triton"] = None
     nvcc = shutil.which("nvcc")
     if nvcc:
-        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False).stdout
         env["nvcc"] = (re.findall(r"release ([\d.]+)", out) or ["?"])[0]
     else:
         env["nvcc"] = None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +37,9 @@ def load_emulated_extension(verbose: bool = False) -> tuple[ModuleType, float]:
     """(module, seconds spent loading: the build time on a cold cache)."""
     from torch.utils import cpp_extension
 
+    bin_dir = str(Path(sys.executable).parent)  # the pip 'ninja' of an unactivated virtualenv
+    if shutil.which("ninja") is None and bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     tag = emulation_hash()
     root = Path(os.environ.get("MRFA_EXT_DIR", Path.home() / ".cache" / "mrfa_ext")).expanduser()
     directory = root / f"emulation-{tag}"
