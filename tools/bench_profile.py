@@ -13,8 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_forward  # the same paths, weights and inputs as the forward benchmark
+import bench_forward  # tools/ is sys.path[0] when a tool runs: the same paths, weights and inputs
 
 GROUPS = (  # (group, substrings of aten / mkldnn op names), first match wins
     ("convolution", ("convolution", "conv2d", "mkldnn_conv")),
