@@ -34,6 +34,7 @@ PATHS = {  # name -> engine options (EngineOptions fields)
     "bf16 + channels_last + refine-levels N-1": {"precision": "bf16", "channels_last": True, "refine_levels": -1},
     "compile": {"compile": True},
     "onnxruntime fp32": {"backend": "onnxruntime"},
+    "onnxruntime fp16": {"backend": "onnxruntime", "export_precision": "fp16"},  # meant for GPU providers
 }
 
 
@@ -107,7 +108,7 @@ def measure(args: argparse.Namespace, path: str, batch: int, out: Path) -> dict:
     if opts.get("backend") == "onnxruntime":  # export once (not timed), then run the graphs
         from mrfa.inference.export import OnnxModel, export_onnx
 
-        folder = export_onnx(model, out.with_suffix(".onnx.d"))
+        folder = export_onnx(model, out.with_suffix(".onnx.d"), precision=opts.pop("export_precision", "fp32"))
         onnx = OnnxModel(folder)
 
         def engine(s, d):
@@ -179,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         for batch in args.batch:
             ref_pred, ref_fps = None, None
             for path in paths:
-                opts = {k: v for k, v in PATHS[path].items() if k != "refine_levels"}
+                opts = {k: v for k, v in PATHS[path].items() if k not in ("refine_levels", "export_precision")}
                 try:
                     check_engine(EngineOptions(**opts), torch.device(args.device))
                 except ValueError as err:

@@ -99,7 +99,7 @@ def check_engine(options: EngineOptions, device: torch.device) -> None:
                                             ("--refine-levels", options.refine_levels is not None)) if on]
         if torch_only:
             raise ValueError(f"{', '.join(torch_only)} apply to the torch backend only; the onnxruntime backend runs "
-                             "the exported fp32 graphs")
+                             "the exported graphs at the precision they were exported with (mrfa export --precision)")
         return
     if device.type == "cpu":
         if options.precision == "fp16":
@@ -140,16 +140,7 @@ def prepare_model(model: nn.Module, options: EngineOptions, device: torch.device
     check_engine(options, device)
     model.refiner.refine_levels = options.refine_levels
     if options.precision in _DTYPES:
-        dtype = _DTYPES[options.precision]
-        hooks = _ReducedPrecision(dtype)
-        for name in BF16_BLOCKS:
-            block = _submodule(model, name)
-            if block is None:
-                continue
-            block.to(dtype)
-            for part in (block if isinstance(block, nn.ModuleList) else [block]):  # a ModuleList is never called
-                part.register_forward_pre_hook(hooks.before)
-                part.register_forward_hook(hooks.after)
+        apply_reduced_precision(model, options.precision)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
     if options.compile:  # the methods the inference paths call (a compiled forward alone would miss encode/decode)
@@ -158,6 +149,22 @@ def prepare_model(model: nn.Module, options: EngineOptions, device: torch.device
             setattr(owner, name, torch.compile(getattr(owner, name)))
         if model.dense_motion is not None:
             model.dense_motion.forward = torch.compile(model.dense_motion.forward)
+    return model
+
+
+def apply_reduced_precision(model: nn.Module, precision: str) -> nn.Module:
+    """Put the :data:`BF16_BLOCKS` of ``model`` in bf16 / fp16 (in place): their weights, and hooks that cast each
+    block's inputs to that dtype and its outputs back to fp32. Used by :func:`prepare_model` and the fp16 export."""
+    dtype = _DTYPES[precision]
+    hooks = _ReducedPrecision(dtype)
+    for name in BF16_BLOCKS:
+        block = _submodule(model, name)
+        if block is None:
+            continue
+        block.to(dtype)
+        for part in (block if isinstance(block, nn.ModuleList) else [block]):  # a ModuleList is never called
+            part.register_forward_pre_hook(hooks.before)
+            part.register_forward_hook(hooks.after)
     return model
 
 

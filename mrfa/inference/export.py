@@ -19,6 +19,7 @@ works for ``mrfa animate`` and ``mrfa reconstruct``; torch is used only to hold 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mrfa.inference.engine import BF16_BLOCKS, apply_reduced_precision
 from mrfa.media.writer import atomic_path, check_output, write_json
 from mrfa.nn.mrfa import MRFA, SourceEncoding, expand_encoding
 from mrfa.nn.refiner import SourceStructure
@@ -167,14 +169,16 @@ def export_onnx(model: MRFA, output: PathLike, *, checkpoint: Optional[PathLike]
         ValueError: an unsupported precision, or an output the output policy refuses.
         RuntimeError: the exporter failed (its first line).
     """
-    if precision != "fp32":
-        raise ValueError(f"--precision {precision} export is not available yet; export fp32 (onnxruntime can convert)")
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"unknown export precision {precision!r}; choose fp32 or fp16")
     if onnxruntime_status() is not None:
         raise ValueError(onnxruntime_status())
     import onnxruntime as ort
 
     output = check_output(output, inputs=[checkpoint], overwrite=overwrite, layout=LAYOUT)
     model = model.eval()
+    if precision == "fp16":  # the torch engine's reduced-precision blocks, in fp16; inputs / outputs stay fp32
+        model = apply_reduced_precision(copy.deepcopy(model), "fp16")
     size, c = model.image_size, model.num_channels
     names = _encoding_names(model)
     jac = "kp_jacobian" in names
@@ -205,6 +209,7 @@ def export_onnx(model: MRFA, output: PathLike, *, checkpoint: Optional[PathLike]
         "image_size": size, "num_channels": c, "prior": getattr(getattr(model, "config", None), "model", None)
         and model.config.model.prior, "has_jacobian": jac, "background": model.bg_predictor is not None,
         "prior_only": model.refiner.prior_only, "encoding": names,
+        "reduced_precision_blocks": list(BF16_BLOCKS) if precision == "fp16" else [],
         "checkpoint_sha256": sha256(checkpoint) if checkpoint is not None else None,
         "config": dataclasses.asdict(model.config) if getattr(model, "config", None) is not None else None,
         "graphs": {},
