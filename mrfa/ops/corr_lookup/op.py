@@ -47,13 +47,6 @@ def _corr_lookup_cuda(levels: list[Tensor], coords: Tensor, radius: int) -> Tens
     return load_extension(coords.device).forward(levels, coords, radius)
 
 
-@corr_lookup_op.register_fake
-def _corr_lookup_fake(levels: list[Tensor], coords: Tensor, radius: int) -> Tensor:
-    validate(levels, coords, radius)
-    b, _, h, w = coords.shape
-    return coords.new_empty((b, len(levels) * (2 * radius + 1) ** 2, h, w))
-
-
 @torch.library.custom_op("mrfa::corr_lookup_backward", mutates_args=())
 def corr_lookup_backward_op(grad: Tensor, levels: list[Tensor], coords: Tensor, radius: int) -> list[Tensor]:
     """[grad level 0, ..., grad level L-1, grad coords] of ``mrfa::corr_lookup`` (non-CUDA kernel)."""
@@ -65,24 +58,34 @@ def _corr_lookup_backward_cuda(grad: Tensor, levels: list[Tensor], coords: Tenso
     return load_extension(coords.device).backward(grad, levels, coords, radius)
 
 
-@corr_lookup_backward_op.register_fake
-def _corr_lookup_backward_fake(grad: Tensor, levels: list[Tensor], coords: Tensor, radius: int) -> list[Tensor]:
-    return [lv.new_empty(lv.shape) for lv in levels] + [coords.new_empty(coords.shape)]  # contiguous
+def register_lookup_op(forward_op, backward_op) -> None:
+    """Fake kernels (shapes for FakeTensor / torch.compile) and autograd for a (forward, backward) custom-op pair
+    with the ``mrfa::corr_lookup`` contract; shared by this op and the Triton one (:mod:`.triton_op`)."""
+
+    def fake_forward(levels: list[Tensor], coords: Tensor, radius: int) -> Tensor:
+        validate(levels, coords, radius)
+        b, _, h, w = coords.shape
+        return coords.new_empty((b, len(levels) * (2 * radius + 1) ** 2, h, w))
+
+    def fake_backward(grad: Tensor, levels: list[Tensor], coords: Tensor, radius: int) -> list[Tensor]:
+        return [lv.new_empty(lv.shape) for lv in levels] + [coords.new_empty(coords.shape)]  # contiguous
+
+    def setup_context(ctx, inputs, output) -> None:
+        levels, coords, radius = inputs
+        ctx.save_for_backward(*levels, coords)
+        ctx.radius = radius
+
+    def backward(ctx, grad: Tensor):
+        *levels, coords = ctx.saved_tensors
+        grads = backward_op(grad, list(levels), coords, ctx.radius)
+        return list(grads[:-1]), grads[-1], None
+
+    forward_op.register_fake(fake_forward)
+    backward_op.register_fake(fake_backward)
+    forward_op.register_autograd(backward, setup_context=setup_context)
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    levels, coords, radius = inputs
-    ctx.save_for_backward(*levels, coords)
-    ctx.radius = radius
-
-
-def _backward(ctx, grad: Tensor):
-    *levels, coords = ctx.saved_tensors
-    grads = corr_lookup_backward_op(grad, list(levels), coords, ctx.radius)
-    return list(grads[:-1]), grads[-1], None
-
-
-corr_lookup_op.register_autograd(_backward, setup_context=_setup_context)
+register_lookup_op(corr_lookup_op, corr_lookup_backward_op)
 
 
 def corr_lookup_fused(pyramid: list[Tensor], coords: Tensor, radius: int) -> Tensor:

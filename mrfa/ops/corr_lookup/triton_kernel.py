@@ -35,6 +35,16 @@ def _window_value(ptr, base, x0, y0, i: tl.constexpr, j: tl.constexpr, H, W, liv
 
 
 @triton.jit
+def _tap_window(ptr, base, x0, y0, u: tl.constexpr, v: tl.constexpr, H, W, live, ACC: tl.constexpr):
+    """The 4 window values of tap (u, v): (x0+u, y0+v), (x0+u+1, y0+v), (x0+u, y0+v+1), (x0+u+1, y0+v+1)."""
+    left0 = _window_value(ptr, base, x0, y0, u, v, H, W, live, ACC)
+    right0 = _window_value(ptr, base, x0, y0, u + 1, v, H, W, live, ACC)
+    left1 = _window_value(ptr, base, x0, y0, u, v + 1, H, W, live, ACC)
+    right1 = _window_value(ptr, base, x0, y0, u + 1, v + 1, H, W, live, ACC)
+    return left0, right0, left1, right1
+
+
+@triton.jit
 def _footing(cx, cy, scale, H, W, R: tl.constexpr):
     """(x0, y0, ax, ay, active) of the window at level coordinates (cx, cy) * scale; NaN -> inactive."""
     x = cx * scale
@@ -64,10 +74,7 @@ def _level_forward(ptr, H, W, cx, cy, scale, b, q, Q, mask, out_ptr, level: tl.c
     out = out_ptr + (b * (NUM_LEVELS * K * K) + level * K * K) * Q + q
     for u in tl.static_range(K):
         for v in tl.static_range(K):
-            left0 = _window_value(ptr, base, x0, y0, u, v, H, W, live, ACC)
-            right0 = _window_value(ptr, base, x0, y0, u + 1, v, H, W, live, ACC)
-            left1 = _window_value(ptr, base, x0, y0, u, v + 1, H, W, live, ACC)
-            right1 = _window_value(ptr, base, x0, y0, u + 1, v + 1, H, W, live, ACC)
+            left0, right0, left1, right1 = _tap_window(ptr, base, x0, y0, u, v, H, W, live, ACC)
             tap = w00 * left0 + w01 * right0 + w10 * left1 + w11 * right1
             tl.store(out + (u * K + v) * Q, tap, mask=mask)
 
@@ -107,10 +114,7 @@ def _level_backward(ptr, gptr, H, W, cx, cy, scale, b, q, Q, mask, gout_ptr, lev
     for u in tl.static_range(K):  # coordinate gradient, tap by tap
         for v in tl.static_range(K):
             gv = tl.load(g + (u * K + v) * Q, mask=live, other=0.0).to(ACC)
-            left0 = _window_value(ptr, base, x0, y0, u, v, H, W, live, ACC)
-            right0 = _window_value(ptr, base, x0, y0, u + 1, v, H, W, live, ACC)
-            left1 = _window_value(ptr, base, x0, y0, u, v + 1, H, W, live, ACC)
-            right1 = _window_value(ptr, base, x0, y0, u + 1, v + 1, H, W, live, ACC)
+            left0, right0, left1, right1 = _tap_window(ptr, base, x0, y0, u, v, H, W, live, ACC)
             gax += gv * (by * (right0 - left0) + ay * (right1 - left1))
             gay += gv * (bx * (left1 - left0) + ax * (right1 - right0))
     for i in tl.static_range(K + 1):  # window position (column i, row j) collects its (up to) 4 taps

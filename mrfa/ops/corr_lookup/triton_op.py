@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from . import triton_kernel
-from .op import validate
+from .op import register_lookup_op, validate
 from .stencil import acc_dtype
 
 
@@ -21,13 +21,6 @@ def corr_lookup_triton_op(levels: list[Tensor], coords: Tensor, radius: int) -> 
     return triton_kernel.forward(levels, coords, radius)
 
 
-@corr_lookup_triton_op.register_fake
-def _fake(levels: list[Tensor], coords: Tensor, radius: int) -> Tensor:
-    validate(levels, coords, radius)
-    b, _, h, w = coords.shape
-    return coords.new_empty((b, len(levels) * (2 * radius + 1) ** 2, h, w))
-
-
 @torch.library.custom_op("mrfa::corr_lookup_triton_backward", mutates_args=())
 def corr_lookup_triton_backward_op(grad: Tensor, levels: list[Tensor], coords: Tensor,
                                    radius: int) -> list[Tensor]:
@@ -35,24 +28,7 @@ def corr_lookup_triton_backward_op(grad: Tensor, levels: list[Tensor], coords: T
     return triton_kernel.backward(grad, levels, coords, radius)
 
 
-@corr_lookup_triton_backward_op.register_fake
-def _fake_backward(grad: Tensor, levels: list[Tensor], coords: Tensor, radius: int) -> list[Tensor]:
-    return [lv.new_empty(lv.shape) for lv in levels] + [coords.new_empty(coords.shape)]
-
-
-def _setup_context(ctx, inputs, output) -> None:
-    levels, coords, radius = inputs
-    ctx.save_for_backward(*levels, coords)
-    ctx.radius = radius
-
-
-def _backward(ctx, grad: Tensor):
-    *levels, coords = ctx.saved_tensors
-    grads = corr_lookup_triton_backward_op(grad, list(levels), coords, ctx.radius)
-    return list(grads[:-1]), grads[-1], None
-
-
-corr_lookup_triton_op.register_autograd(_backward, setup_context=_setup_context)
+register_lookup_op(corr_lookup_triton_op, corr_lookup_triton_backward_op)
 
 
 def corr_lookup_triton(pyramid: list[Tensor], coords: Tensor, radius: int) -> Tensor:
