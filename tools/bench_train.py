@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .trainer import Trainer
+    from mrfa.training.trainer import Trainer
 
     for batch in args.batch:
         cfg = load_config(args.config, [*args.set, f"train.batch_size={batch}", "train.grad_accum=1"])

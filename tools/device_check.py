@@ -132,6 +132,23 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def plan(py: str, out: Path) -> list[tuple[str, list[str], float]]:
+    """The steps: (name, command, time limit in seconds)."""
+    return [
+        ("build", [py, "-c", BUILD_SNIPPET], 180),
+        ("cuda-tests", [py, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-W", "ignore",
+                        "tests/test_corr_lookup.py", "tests/test_corr_kernels.py", "-rs"], 150),
+        ("benchmark-corr", [py, "tools/benchmark_corr.py", "--sizes", "256:16", "512:4",
+                            "--out", str(out / "corr")], 120),
+        ("model-forward", [py, "tools/benchmark.py", "forward", "--device", "cuda", "--batch", "1", "32",
+                           "--paths", "fp32 eager (reference)", "bf16", "--repeats", "5",
+                           "--json", str(out / "forward.json")], 90),
+        ("train-step", [py, "tools/benchmark.py", "train-step", "--config", "configs/vox256.yaml", "--device", "cuda",
+                        "--batch", "8", "--repeats", "3",
+                        "--set", "loss.backbone=random"], 60),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("device_check_out"))
@@ -159,18 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {"MRFA_EXT_DIR": str((args.out / "ext").resolve()), "MRFA_EXT_VERBOSE": "1"}
     if args.fixtures:
         env["MRFA_FIXTURES"] = str(args.fixtures.resolve())
-    steps = [
-        ("build", [py, "-c", BUILD_SNIPPET], 180),
-        ("cuda-tests", [py, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-W", "ignore",
-                        "tests/test_corr_lookup.py", "tests/test_corr_kernels.py", "-rs"], 150),
-        ("benchmark-corr", [py, "tools/benchmark_corr.py", "--sizes", "256:16", "512:4",
-                            "--out", str(args.out / "corr")], 120),
-        ("model-forward", [py, "tools/benchmark.py", "forward", "--device", "cuda", "--batch", "1", "32",
-                           "--paths", "fp32 eager (reference)", "bf16", "--repeats", "5",
-                           "--json", str(args.out / "forward.json")], 90),
-        ("train-step", [py, "tools/benchmark.py", "train-step", "--device", "cuda", "--batch", "8", "--repeats", "3",
-                        "--set", "loss.backbone=random"], 60),
-    ]
+    steps = plan(py, args.out)
     for name, cmd, limit in steps:
         left = deadline - time.monotonic()
         if left < 10:
