@@ -34,19 +34,10 @@ from mrfa.utils.warnings import RunWarnings
 DEFAULT_FPS = 25.0  # for frame folders, which carry no frame rate
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``mrfa animate`` options to ``parser`` and return it."""
-    io = parser.add_argument_group("inputs and output")
-    io.add_argument("--checkpoint", required=True, help="mrfa snapshot / training state / official checkpoint")
-    io.add_argument("--config", default=None, help="YAML config (only for official checkpoints of non-default size)")
-    io.add_argument("--source", required=True, help="source portrait: jpg / png / webp / bmp, any size")
-    io.add_argument("--driving", required=True,
-                    help="driving video: mp4 / mov / webm / mkv / avi / gif, or a folder of frames")
-    io.add_argument("--output", required=True,
-                    help="result: .mp4 / .mov / .mkv / .gif, or a folder name for PNG frames")
-    io.add_argument("--overwrite", action="store_true",
-                    help="replace an existing output file, or a PNG folder an earlier mrfa run wrote")
-    m = parser.add_argument_group("motion transfer")
+def add_motion_arguments(parser: argparse.ArgumentParser, title: str = "motion transfer") -> None:
+    """The motion-transfer flags of :meth:`Animator.frames` (``--relative/--absolute --adapt-scale --smooth
+    --find-best-frame/--best-frame``), shared by ``mrfa animate`` and ``mrfa evaluate --pairs --checkpoint``."""
+    m = parser.add_argument_group(title)
     rel = m.add_mutually_exclusive_group()
     rel.add_argument("--relative", dest="relative", action="store_true", default=True,
                      help="relative motion (official normalize_kp; the default)")
@@ -60,6 +51,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     best.add_argument("--find-best-frame", action="store_true",
                       help="use the driving frame whose face landmarks are closest to the source's as reference")
     best.add_argument("--best-frame", type=int, default=None, metavar="N", help="reference driving frame index")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``mrfa animate`` options to ``parser`` and return it."""
+    io = parser.add_argument_group("inputs and output")
+    io.add_argument("--checkpoint", required=True, help="mrfa snapshot / training state / official checkpoint")
+    io.add_argument("--config", default=None, help="YAML config (only for official checkpoints of non-default size)")
+    io.add_argument("--source", required=True, help="source portrait: jpg / png / webp / bmp, any size")
+    io.add_argument("--driving", required=True,
+                    help="driving video: mp4 / mov / webm / mkv / avi / gif, or a folder of frames")
+    io.add_argument("--output", required=True,
+                    help="result: .mp4 / .mov / .mkv / .gif, or a folder name for PNG frames")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace an existing output file, or a PNG folder an earlier mrfa run wrote")
+    add_motion_arguments(parser)
     f = parser.add_argument_group("face crop")
     f.add_argument("--crop", nargs="?", const="both", default="none", choices=("none", "both", "source", "driving"),
                    help="VoxCeleb-style face crop of the source and the driving video (or only one of them); "

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mrfa.inference.animate import Animator
+from mrfa.inference.cli_animate import add_motion_arguments
 from mrfa.inference.engine import EngineOptions, add_engine_arguments, check_engine, engine_from_args
 from mrfa.inference.reconstruct import reconstruct
 from mrfa.inference.smoothing import smoothing_from_text
@@ -86,16 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each video")
     p.add_argument("--no-per-frame", action="store_true", help="leave per-frame rows out of the JSON")
     p.add_argument("--device", default="cpu")
-    a = parser.add_argument_group("animation (--pairs with --checkpoint)")
-    rel = a.add_mutually_exclusive_group()
-    rel.add_argument("--relative", dest="relative", action="store_true", default=True,
-                     help="relative motion transfer (default, official --relative)")
-    rel.add_argument("--absolute", dest="relative", action="store_false", help="absolute driving keypoints")
-    a.add_argument("--adapt-scale", action="store_true", help="scale the motion by the keypoint hull areas")
-    a.add_argument("--find-best-frame", action="store_true", help="reference driving frame chosen by landmarks")
-    a.add_argument("--smooth", nargs="?", const="1.0,5.0", default=None, metavar="MIN_CUTOFF,BETA",
-                   help="causal One-Euro smoothing of the driving keypoints (default off; bare flag: 1.0,5.0)")
-    a.add_argument("--batch-size", type=int, default=4, help="driving frames per forward pass")
+    add_motion_arguments(parser, "animation (--pairs with --checkpoint)")
+    parser.add_argument("--batch-size", type=int, default=4, help="driving frames per forward pass (--checkpoint)")
     add_engine_arguments(parser)
 
 
@@ -153,7 +146,8 @@ def pair_animator(args: argparse.Namespace, engine: EngineOptions, out_dir: Path
     def animate(source: Path, source_frame: np.ndarray, driving: Path, name: str):
         preds, drivings = [], []
         frames = animator.frames(source_frame, driving, relative=args.relative, adapt_scale=args.adapt_scale,
-                                 find_best_frame=args.find_best_frame, smoothing=smoothing)
+                                 best_frame=args.best_frame, find_best_frame=args.find_best_frame,
+                                 smoothing=smoothing)
         check_output(out_dir / name, inputs=[source, driving], overwrite=args.overwrite)
         with FrameWriter(out_dir / name) as writer:
             for frame in frames:
@@ -179,6 +173,8 @@ def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | Non
         smoothing_from_text(args.smooth)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.best_frame is not None and args.best_frame < 0:
+            raise ValueError(f"--best-frame must be >= 0, got {args.best_frame}")
         if args.max_pairs < 1:
             raise ValueError(f"--max-pairs must be >= 1, got {args.max_pairs}")
         if args.pairs is not None:

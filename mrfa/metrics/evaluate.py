@@ -211,8 +211,7 @@ class Scorer:
             vals = [b[k] for b in self.temporal.values() if isinstance(b.get(k), (int, float))
                     and math.isfinite(b[k])]
             overall[k] = float(np.mean(vals)) if vals else None
-        per_video = {v: {k: x for k, x in b.items()} for v, b in self.temporal.items()}
-        return {"per_video": per_video, "overall": overall}
+        return {"per_video": dict(self.temporal), "overall": overall}
 
 
 class TrackRecorder:

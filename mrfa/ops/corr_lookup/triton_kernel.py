@@ -45,8 +45,10 @@ def _tap_window(ptr, base, x0, y0, u: tl.constexpr, v: tl.constexpr, H, W, live,
 
 
 @triton.jit
-def _footing(cx, cy, scale, H, W, R: tl.constexpr):
-    """(x0, y0, ax, ay, active) of the window at level coordinates (cx, cy) * scale; NaN -> inactive."""
+def _footing(cx, cy, scale, H, W, b, q, Q, mask, R: tl.constexpr):
+    """Window placement of every query at level coordinates (cx, cy) * scale: (x0, y0) of window entry [0][0],
+    fractions (ax, ay) and their complements (bx, by), ``live`` (in the batch, finite and touching the map; NaN
+    fails) and the query's slice offset ``base`` in the level."""
     x = cx * scale
     y = cy * scale
     active = (x >= -(R + 1)) & (x < W + R) & (y >= -(R + 1)) & (y < H + R)
@@ -54,7 +56,10 @@ def _footing(cx, cy, scale, H, W, R: tl.constexpr):
     ys = tl.where(active, y, 0.0)
     fx = tl.floor(xs)
     fy = tl.floor(ys)
-    return fx.to(tl.int64) - R, fy.to(tl.int64) - R, xs - fx, ys - fy, active
+    ax = xs - fx
+    ay = ys - fy
+    return (fx.to(tl.int64) - R, fy.to(tl.int64) - R, ax, ay, 1.0 - ax, 1.0 - ay, mask & active,
+            (b * Q + q) * H * W)
 
 
 @triton.jit
@@ -62,15 +67,11 @@ def _level_forward(ptr, H, W, cx, cy, scale, b, q, Q, mask, out_ptr, level: tl.c
                    NUM_LEVELS: tl.constexpr, R: tl.constexpr):
     K: tl.constexpr = 2 * R + 1
     ACC: tl.constexpr = cx.dtype
-    x0, y0, ax, ay, active = _footing(cx, cy, scale, H, W, R)
-    live = mask & active
-    bx = 1.0 - ax
-    by = 1.0 - ay
+    x0, y0, ax, ay, bx, by, live, base = _footing(cx, cy, scale, H, W, b, q, Q, mask, R)
     w00 = bx * by
     w01 = ax * by
     w10 = bx * ay
     w11 = ax * ay
-    base = (b * Q + q) * H * W
     out = out_ptr + (b * (NUM_LEVELS * K * K) + level * K * K) * Q + q
     for u in tl.static_range(K):
         for v in tl.static_range(K):
@@ -80,14 +81,21 @@ def _level_forward(ptr, H, W, cx, cy, scale, b, q, Q, mask, out_ptr, level: tl.c
 
 
 @triton.jit
-def _forward_kernel(coords_ptr, out_ptr, L0, L1, L2, L3, H0, W0, H1, W1, H2, W2, H3, W3, total, Q,
-                    NUM_LEVELS: tl.constexpr, R: tl.constexpr, BLOCK_Q: tl.constexpr):
+def _queries(coords_ptr, total, Q, BLOCK_Q: tl.constexpr):
+    """This program's queries: (in-range mask, batch index, query index, x, y) of the [B, 2, Q] coordinates."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     mask = offs < total
     b = offs // Q
     q = offs - b * Q
     cx = tl.load(coords_ptr + (b * 2) * Q + q, mask=mask, other=0.0)
     cy = tl.load(coords_ptr + (b * 2 + 1) * Q + q, mask=mask, other=0.0)
+    return mask, b, q, cx, cy
+
+
+@triton.jit
+def _forward_kernel(coords_ptr, out_ptr, L0, L1, L2, L3, H0, W0, H1, W1, H2, W2, H3, W3, total, Q,
+                    NUM_LEVELS: tl.constexpr, R: tl.constexpr, BLOCK_Q: tl.constexpr):
+    mask, b, q, cx, cy = _queries(coords_ptr, total, Q, BLOCK_Q)
     _level_forward(L0, H0, W0, cx, cy, 1.0, b, q, Q, mask, out_ptr, 0, NUM_LEVELS, R)
     if NUM_LEVELS > 1:
         _level_forward(L1, H1, W1, cx, cy, 0.5, b, q, Q, mask, out_ptr, 1, NUM_LEVELS, R)
@@ -103,11 +111,7 @@ def _level_backward(ptr, gptr, H, W, cx, cy, scale, b, q, Q, mask, gout_ptr, lev
     """This level's slice of the level gradient (stored) and its coordinate gradient (returned, scaled)."""
     K: tl.constexpr = 2 * R + 1
     ACC: tl.constexpr = cx.dtype
-    x0, y0, ax, ay, active = _footing(cx, cy, scale, H, W, R)
-    live = mask & active
-    bx = 1.0 - ax
-    by = 1.0 - ay
-    base = (b * Q + q) * H * W
+    x0, y0, ax, ay, bx, by, live, base = _footing(cx, cy, scale, H, W, b, q, Q, mask, R)
     g = gout_ptr + (b * (NUM_LEVELS * K * K) + level * K * K) * Q + q
     gax = tl.zeros_like(ax)
     gay = tl.zeros_like(ay)
@@ -141,12 +145,7 @@ def _level_backward(ptr, gptr, H, W, cx, cy, scale, b, q, Q, mask, gout_ptr, lev
 def _backward_kernel(coords_ptr, gout_ptr, gcoords_ptr, L0, L1, L2, L3, G0, G1, G2, G3,
                      H0, W0, H1, W1, H2, W2, H3, W3, total, Q,
                      NUM_LEVELS: tl.constexpr, R: tl.constexpr, BLOCK_Q: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    mask = offs < total
-    b = offs // Q
-    q = offs - b * Q
-    cx = tl.load(coords_ptr + (b * 2) * Q + q, mask=mask, other=0.0)
-    cy = tl.load(coords_ptr + (b * 2 + 1) * Q + q, mask=mask, other=0.0)
+    mask, b, q, cx, cy = _queries(coords_ptr, total, Q, BLOCK_Q)
     gx, gy = _level_backward(L0, G0, H0, W0, cx, cy, 1.0, b, q, Q, mask, gout_ptr, 0, NUM_LEVELS, R)
     if NUM_LEVELS > 1:
         dx, dy = _level_backward(L1, G1, H1, W1, cx, cy, 0.5, b, q, Q, mask, gout_ptr, 1, NUM_LEVELS, R)
