@@ -17,6 +17,7 @@ import torch
 from .config import ExperimentConfig, ModelConfig, config_from_dict, config_to_dict
 from .media.writer import WriteError, atomic_write_with, describe_os_error
 from .official import is_official_state, official_to_ours, strip_module_prefix
+from .utils.paths import require_file
 from .version import __version__
 
 SNAPSHOT_FORMAT = "mrfa-snapshot/1"
@@ -27,11 +28,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message names the file."""
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
+def atomic_save(obj: Any, path: str | Path, *, overwrite: bool = False) -> None:
     """``torch.save`` through the media layer's atomic writer (temporary sibling, fsync, rename; a full disk or a
-    read-only folder is one sentence naming the file)."""
+    read-only folder is one sentence naming the file; an existing file is replaced only with ``overwrite``)."""
     try:
-        atomic_write_with(path, lambda f: torch.save(obj, f))
+        atomic_write_with(path, lambda f: torch.save(obj, f), overwrite=overwrite)
     except RuntimeError as err:  # torch's zip writer reports a full disk as "unexpected pos"
         raise WriteError(describe_os_error(err, path)) from None
 
@@ -64,8 +65,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; give the .pt / .pth file")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    require_file(path, "checkpoint")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign files
@@ -94,11 +94,12 @@ def check_finite(model: torch.nn.Module, path: Path) -> list[str]:
     return [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
-def save_snapshot(path: str | Path, model: torch.nn.Module, config: ExperimentConfig, **extra: Any) -> None:
+def save_snapshot(path: str | Path, model: torch.nn.Module, config: ExperimentConfig, *, overwrite: bool = False,
+                  **extra: Any) -> None:
     """Inference snapshot: weights + the resolved config (enough to rebuild the model)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_save({"format": SNAPSHOT_FORMAT, "mrfa_version": __version__, "config": config_to_dict(config),
-                 "model": state, **extra}, path)
+                 "model": state, **extra}, path, overwrite=overwrite)
 
 
 def infer_official_config(state: dict) -> ExperimentConfig:
@@ -190,8 +191,9 @@ def load_checkpoint(path: str | Path, *, config: Optional[ExperimentConfig] = No
     return model
 
 
-def convert_official(src: str | Path, dst: str | Path, config: Optional[ExperimentConfig] = None) -> ExperimentConfig:
+def convert_official(src: str | Path, dst: str | Path, config: Optional[ExperimentConfig] = None, *,
+                     overwrite: bool = False) -> ExperimentConfig:
     """Convert an official checkpoint into our snapshot format; returns the config written."""
     model = load_checkpoint(src, config=config)
-    save_snapshot(dst, model, model.config, converted_from=str(src))
+    save_snapshot(dst, model, model.config, overwrite=overwrite, converted_from=str(src))
     return model.config

@@ -320,8 +320,95 @@ def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
         raise ConfigError(f"{source}: '{prefix or 'top level'}': {e}") from None
 
 
+# Resource caps for untrusted configs (a YAML file, or the config embedded in a checkpoint): checked before anything
+# expands, copies or prints the tree, so anchors / shared references cannot turn a few bytes into gigabytes.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 20_000
+MAX_CONFIG_DEPTH = 16
+
+
+def check_config_tree(data: Any, source: str) -> None:
+    """Refuse a config tree deeper than :data:`MAX_CONFIG_DEPTH` or with more than :data:`MAX_CONFIG_NODES`
+    entries, counting every path (a list shared at many places counts each time), without expanding it.
+
+    Raises:
+        ConfigError: the tree is too large or too deep.
+    """
+    stack, seen = [(data, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_NODES:
+            raise ConfigError(f"{source}: the config holds more than {MAX_CONFIG_NODES} entries; a config is a few "
+                              "hundred (refused before reading it)")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{source}: the config is nested more than {MAX_CONFIG_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, (str, bytes)) and len(node) > 4096:
+            raise ConfigError(f"{source}: a config value is {len(node)} characters long")
+
+
+class _StrictYAMLLoader(yaml.SafeLoader):
+    """YAML loader for configs: no anchors / aliases (a config never needs them, and nested aliases expand
+    exponentially) and no duplicate keys (a second ``model:`` section would silently replace the first)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML aliases (*{str(event.anchor)[:40]}) are "
+                              "not accepted in a config; write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in keys:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: the key {key[:60]!r} appears twice in the "
+                                  "same section")
+            if isinstance(key, str):
+                keys.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, what: str = "config file") -> Any:
+    """Parse a YAML config file under the caps above (size first, then the strict loader, then the tree).
+
+    Raises:
+        FileNotFoundError / ValueError: missing, or not a regular file. ConfigError: too large, not valid YAML,
+        aliases, duplicate keys, too large a tree.
+    """
+    from .utils.paths import require_file
+
+    path = require_file(path, what)
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size / 2**20:.1f} MB is far too large for a config (at most "
+                          f"{MAX_CONFIG_BYTES >> 20} MB; refused without parsing)")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictYAMLLoader)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({_bounded(str(e))})") from None
+    check_config_tree(data, str(path))
+    return data
+
+
+def _bounded(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters (messages never carry an unbounded value)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def config_from_dict(data: dict, source: str = "<dict>") -> ExperimentConfig:
     """Build an :class:`ExperimentConfig` from a nested dict (missing keys take the defaults)."""
+    check_config_tree(data, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     cfg = _build(ExperimentConfig, data, "", source)
@@ -332,9 +419,13 @@ def config_from_dict(data: dict, source: str = "<dict>") -> ExperimentConfig:
 def _parse_value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        loaded = yaml.safe_load(text)
-        return loaded
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
+        pass
+    try:
+        return yaml.load(text, Loader=_StrictYAMLLoader)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set value {_bounded(text, 80)!r} is neither a Python nor a YAML literal (check the "
+                          "brackets and quotes)") from None
 
 
 def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
@@ -356,12 +447,7 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> ExperimentConfig:
     """Load a YAML experiment config strictly, with optional ``key=value`` overrides."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    data = read_yaml(path) or {}
     if isinstance(data, dict) and ("raft_flow" in data or "train_params" in data):
         raise ConfigError(f"{path}: this is an official MRFA config; use mrfa.config.load_official_config()")
     if not isinstance(data, dict):
@@ -375,8 +461,11 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+def save_config(cfg: ExperimentConfig, path: str | Path, *, overwrite: bool = False) -> None:
+    """Write ``cfg`` as YAML, atomically (an existing file is replaced only with ``overwrite``)."""
+    from .media.writer import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False), overwrite=overwrite)
 
 
 # ------------------------------------------------------------------------------------------ ranges
@@ -626,4 +715,4 @@ def load_official_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    return from_official(yaml.safe_load(path.read_text()), str(path))
+    return from_official(read_yaml(Path(path)), str(path))

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
             config = load_config(args.config)
         except ValueError:
             config = load_official_config(args.config)
-    cfg = convert_official(args.input, args.output, config)
+    cfg = convert_official(args.input, args.output, config, overwrite=args.overwrite)
     m = cfg.model
     print(f"wrote {args.output}: prior {m.prior}, background {m.background}, prior_only {m.refinement.prior_only}")
     return 0

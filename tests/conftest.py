@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from parity_helpers import find_fixture_dir
+from parity_helpers import fixture_files
 
 
 def pytest_configure(config):
@@ -12,11 +12,12 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def fixture_dir():
-    d = find_fixture_dir()
-    if d is None or not d.is_dir():
-        pytest.skip("no parity fixture directory (set MRFA_FIXTURES or provide ../shared/fixtures)")
-    return d
+def parity_fixtures():
+    """Every parity fixture file (the repository's set plus ``$MRFA_FIXTURES``)."""
+    files = fixture_files()
+    if not files:
+        pytest.fail("no parity fixture found (tests/fixtures/parity is missing and MRFA_FIXTURES is not set)")
+    return files
 
 
 # Triton reads TRITON_INTERPRET when a kernel is decorated, so it must be set before the kernel module is

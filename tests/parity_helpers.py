@@ -1,4 +1,7 @@
-"""Helpers to compare our tensors with the official parity fixtures (../shared/fixtures).
+"""Helpers to compare our tensors with the official parity fixtures.
+
+The repository carries one set (``tests/fixtures/parity``, format and pass rule in its README); ``$MRFA_FIXTURES``
+adds other folders of fixtures in the same format (several separated by ``os.pathsep``).
 
 The pass rule is the fixtures README section 8: ``max|mine - ref| <= atol + rtol * max_abs`` with
 ``max_abs`` taken from ``meta['tensors'][path]``; subsampled references are compared on their kept
@@ -6,6 +9,7 @@ indices, plus a check of the full tensor's mean |x| against the recorded one.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -20,18 +24,45 @@ RTOL_TRAIN_BN = 5e-5
 MEAN_RTOL = 1e-5
 
 
-def find_fixture_dir() -> Optional[Path]:
-    """``$MRFA_FIXTURES`` if set, else ``../shared/fixtures`` next to the repository, else None."""
-    env = os.environ.get("MRFA_FIXTURES")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[1]
-    cand = repo.parent / "shared" / "fixtures"
-    return cand if cand.is_dir() else None
+REPO_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "parity"
+
+
+def fixture_dirs() -> list[Path]:
+    """The repository's fixture folder, then every folder named in ``$MRFA_FIXTURES``."""
+    dirs = [REPO_FIXTURES] if REPO_FIXTURES.is_dir() else []
+    for entry in os.environ.get("MRFA_FIXTURES", "").split(os.pathsep):
+        if entry and Path(entry).resolve() not in [d.resolve() for d in dirs]:
+            dirs.append(Path(entry))
+    return dirs
+
+
+def fixture_files() -> list[Path]:
+    """Every ``*.pt`` fixture of :func:`fixture_dirs` (a missing folder contributes nothing)."""
+    return [p for d in fixture_dirs() if d.is_dir() for p in sorted(d.glob("*.pt"))]
+
+
+def find_fixture(name: str) -> Optional[Path]:
+    """The first fixture file called ``name`` in :func:`fixture_dirs`."""
+    for d in fixture_dirs():
+        if (d / name).is_file():
+            return d / name
+    return None
 
 
 def load_fixture(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a fixture; inputs stored once for a compacted set (``{"same_as": FILE, "sha256": ...}``) are read
+    from that sibling file and verified against their recorded SHA-256."""
+    path = Path(path)
+    fx = torch.load(path, map_location="cpu", weights_only=True)
+    ref = fx.get("inputs", {})
+    if isinstance(ref, dict) and "same_as" in ref:
+        shared = torch.load(path.parent / ref["same_as"], map_location="cpu", weights_only=True)["inputs"]
+        for name, digest in ref["sha256"].items():
+            got = hashlib.sha256(shared[name].numpy().tobytes()).hexdigest()
+            if got != digest:
+                raise ValueError(f"{path.name}: input {name} of {ref['same_as']} does not match its SHA-256")
+        fx["inputs"] = {name: shared[name] for name in ref["sha256"]}
+    return fx
 
 
 def recipe_state_dict(fixture_dir: Path, meta: dict[str, Any]) -> dict[str, Tensor]:

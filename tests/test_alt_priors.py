@@ -34,10 +34,11 @@ def _fixture(path: str) -> dict[str, Any]:
     return load_fixture(path)
 
 
-def _relevant(fixture_dir: Path, want) -> list[dict[str, Any]]:
-    found = [_fixture(str(p)) for p in sorted(fixture_dir.glob("*.pt"))]
-    found = [fx for fx in found if want(fx["meta"])]
-    assert found, f"no fixture in {fixture_dir} exercises this component"
+def _relevant(files: list[Path], want) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, fixture) of every fixture whose metadata satisfies ``want``."""
+    found = [(p.parent, _fixture(str(p))) for p in files]
+    found = [(d, fx) for d, fx in found if want(fx["meta"])]
+    assert found, "no parity fixture exercises this component"
     return found
 
 
@@ -92,8 +93,8 @@ def _check_detector(fx: dict[str, Any], detector: nn.Module, check: _Checker) ->
                 check(f"detector.{key}", trace[key], f"{sec}.detector[{c}].{key}", value)
 
 
-def test_fomm_detector_matches_fixture(fixture_dir):
-    for fx in _relevant(fixture_dir, lambda m: m["prior_model"] == "fomm"):
+def test_fomm_detector_matches_fixture(parity_fixtures):
+    for fixture_dir, fx in _relevant(parity_fixtures, lambda m: m["prior_model"] == "fomm"):
         meta = fx["meta"]
         det = build_kp_detector(from_official(meta["config"]).model)
         _load_official(det, fixture_dir, meta, "encoder.")
@@ -102,8 +103,8 @@ def test_fomm_detector_matches_fixture(fixture_dir):
         check.assert_ok(tuple(f"{s}.{k}" for s in meta["sections"] for k in ("kp[", "detector[")))
 
 
-def test_tps_detector_and_dense_motion_match_fixture(fixture_dir):
-    for fx in _relevant(fixture_dir, lambda m: m["prior_model"] == "tpsm"):
+def test_tps_detector_and_dense_motion_match_fixture(parity_fixtures):
+    for fixture_dir, fx in _relevant(parity_fixtures, lambda m: m["prior_model"] == "tpsm"):
         meta = fx["meta"]
         det = build_kp_detector(from_official(meta["config"]).model)
         _load_official(det, fixture_dir, meta, "encoder.")
@@ -126,8 +127,8 @@ def test_tps_detector_and_dense_motion_match_fixture(fixture_dir):
         check.assert_ok(tuple(f"{s}.{k}" for s in meta["sections"] for k in ("kp[", "detector[", "dense_motion.")))
 
 
-def test_bg_predictor_matches_fixture(fixture_dir):
-    for fx in _relevant(fixture_dir, lambda m: m["bg_predictor"]):
+def test_bg_predictor_matches_fixture(parity_fixtures):
+    for fixture_dir, fx in _relevant(parity_fixtures, lambda m: m["bg_predictor"]):
         meta = fx["meta"]
         bg = BGMotionPredictor(num_channels=from_official(meta["config"]).model.num_channels)
         _load_official(bg, fixture_dir, meta, "bg_predictor.")

@@ -340,14 +340,18 @@ def test_frame_writer_is_atomic(tmp_path):
             w.write(np.zeros((12, 12, 3), np.uint8))
     assert video_info(tmp_path / "x.mp4").width == 12
     (tmp_path / "f").mkdir()
-    (tmp_path / "f" / "0000005.png").write_bytes(b"old")  # an earlier mrfa frame folder is replaced as a whole
-    with FrameWriter(tmp_path / "f") as w:
+    (tmp_path / "f" / "0000005.png").write_bytes(b"old")  # an earlier mrfa frame folder: only when asked
+    with pytest.raises(OutputError, match="another run"):
+        with FrameWriter(tmp_path / "f") as w:
+            w.write(frame)
+    assert leftovers(tmp_path / "f") == ["0000005.png"]
+    with FrameWriter(tmp_path / "f", overwrite=True) as w:  # ... and then replaced as a whole
         w.write(frame)
     assert leftovers(tmp_path / "f") == ["0000000.png"]
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "notes.txt").write_bytes(b"mine")  # a folder mrfa did not write is never replaced
     with pytest.raises(OutputError, match="notes.txt"):
-        with FrameWriter(tmp_path / "g") as w:
+        with FrameWriter(tmp_path / "g", overwrite=True) as w:
             w.write(frame)
     assert leftovers(tmp_path / "g") == ["notes.txt"] and leftovers(tmp_path) == ["f", "g", "x.mp4"]
     assert [output_kind(p) for p in ("a.mp4", "a.MOV", "b.gif", "dir", "dir/")] == \

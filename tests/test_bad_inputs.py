@@ -421,3 +421,244 @@ def test_failed_audio_mux_is_reported_not_claimed(tmp_path: Path) -> None:
         for frame in _frames(3):
             w.write(frame)
     assert (tmp_path / "o.mp4").exists() and not w.audio_muxed and "missing.mp4" in (w.audio_error or "")
+
+
+# ------------------------------------------------------------------------------------------ nothing lost, round two
+def _noise(n: int, size: int = 96, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 2 MB tmpfs (needs permission to mount; skipped with the reason otherwise)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("mounting a small tmpfs is not permitted here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_is_never_reported_as_success(small_disk: Path) -> None:
+    """Free space just around the video's size hits the case where only ffmpeg's trailer fails: the write must fail
+    and the previous output must stay, at every fill level."""
+    import shutil as _shutil
+
+    from mrfa.media.ffmpeg import count_packets
+    from mrfa.media.writer import WriteError
+
+    frames = _noise(40)
+    probe = small_disk / "probe.mp4"
+    with FrameWriter(probe, fps=10) as w:
+        for f in frames:
+            w.write(f)
+    size = probe.stat().st_size
+    probe.unlink()
+    outcomes = set()
+    for slack in range(-24 * 1024, 12 * 1024, 2048):
+        for p in small_disk.iterdir():
+            p.unlink()
+        (small_disk / "out.mp4").write_bytes(b"previous good output")
+        filler = _shutil.disk_usage(small_disk).free - size - slack
+        (small_disk / "filler").write_bytes(b"\0" * max(filler, 0))
+        try:
+            with FrameWriter(small_disk / "out.mp4", fps=10, overwrite=True) as w:
+                for f in frames:
+                    w.write(f)
+        except WriteError as err:
+            assert "disk is full" in str(err), err
+            assert (small_disk / "out.mp4").read_bytes() == b"previous good output"
+            outcomes.add("refused")
+        else:
+            assert count_packets(small_disk / "out.mp4") == len(frames), f"success claimed at slack {slack}"
+            outcomes.add("written")
+        assert _partials(small_disk) == []
+    assert outcomes == {"refused", "written"}, outcomes
+
+
+def test_hidden_entries_are_not_mrfa_output(media: dict[str, Path], tmp_path: Path, capsys) -> None:
+    only_hidden = tmp_path / "hidden"
+    only_hidden.mkdir()
+    (only_hidden / ".env").write_text("SECRET=1")
+    assert mrfa_main(_anim(media, tmp_path, output=str(only_hidden) + "/")) == 1
+    assert ".env" in capsys.readouterr().err
+    frames = tmp_path / "frames"
+    _old_frames(media, tmp_path)
+    (frames / ".git").mkdir()
+    assert mrfa_main(_anim(media, tmp_path, "--overwrite", output=str(frames))) == 1
+    assert ".git" in capsys.readouterr().err
+    assert (only_hidden / ".env").read_text() == "SECRET=1" and (frames / ".git").is_dir()
+    assert sorted(p.name for p in frames.iterdir()) == [".git", "0000000.png", "0000001.png", "0000002.png"]
+
+
+def test_training_never_writes_over_a_folder_it_does_not_own(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "mine"
+    run.mkdir()
+    config = run / "config.yaml"  # the user's config, inside the folder given as --output
+    config.write_text(TINY.read_text() + "# my notes\n")
+    before = config.read_bytes()
+    assert mrfa_main(["train", "--config", str(config), "--output", str(run), "--dry-run"]) == 1
+    assert "already holds files" in capsys.readouterr().err and config.read_bytes() == before
+    other = tmp_path / "other"  # --resume A --output B: B holds another run
+    other.mkdir()
+    (other / "training-state.pt").write_bytes(b"run B's state")
+    (other / "snapshot.pt").write_bytes(b"run B's snapshot")
+    src = tmp_path / "a"
+    src.mkdir()
+    (src / "training-state.pt").write_bytes(b"run A's state")
+    assert mrfa_main(["train", "--config", str(TINY), "--resume", str(src), "--output", str(other)]) == 1
+    assert "already holds a training state" in capsys.readouterr().err
+    assert (other / "training-state.pt").read_bytes() == b"run B's state"
+    assert (other / "snapshot.pt").read_bytes() == b"run B's snapshot"
+    assert not (other / "config.yaml").exists()
+
+
+def test_refused_resume_keeps_the_run_config(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("the run's config\n")
+    (run / "training-state.pt").write_bytes(b"not a training state")
+    assert mrfa_main(["train", "--config", str(TINY), "--resume", str(run)]) == 1
+    capsys.readouterr()
+    assert (run / "config.yaml").read_text() == "the run's config\n"
+
+
+def test_outputs_never_land_inside_inputs(media: dict[str, Path], tmp_path: Path, capsys) -> None:
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    (gt / "clip.mp4").write_bytes(media["drv"].read_bytes())
+    (gt / "notes.json").write_text("{}")
+    assert mrfa_main(["evaluate", "--pred", str(gt), "--gt", str(gt), "--output", str(gt / "notes.json"),
+                      "--overwrite"]) == 2
+    assert "inside the input folder" in capsys.readouterr().err and (gt / "notes.json").read_text() == "{}"
+    assert mrfa_main(["reconstruct", "--checkpoint", str(media["ckpt"]), "--data", str(media["data"]), "--output",
+                      str(media["data"] / "rec"), "--quiet", "--no-mp4"]) == 1
+    assert "inside the input folder" in capsys.readouterr().err and not (media["data"] / "rec").exists()
+
+
+def test_reconstruct_overwrite_replaces_the_folder_whole(media: dict[str, Path], tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    argv = ["reconstruct", "--checkpoint", str(media["ckpt"]), "--data", str(media["data"]), "--output", str(rec),
+            "--quiet", "--no-mp4"]
+    assert mrfa_main(argv) == 0
+    (rec / "png" / "old-clip").mkdir()  # a video of an earlier run that the new one does not cover
+    (rec / "png" / "old-clip" / "0000000.png").write_bytes((rec / "png" / "clip" / "0000000.png").read_bytes())
+    assert mrfa_main(argv + ["--overwrite"]) == 0
+    assert sorted(p.name for p in (rec / "png").iterdir()) == ["clip"]
+
+
+def test_second_concurrent_writer_refuses(tmp_path: Path) -> None:
+    from mrfa.media.writer import OutputError, atomic_write_text
+
+    first, second = FrameWriter(tmp_path / "o.mp4", fps=5), FrameWriter(tmp_path / "o.mp4", fps=5)
+    for w, value in ((first, 0), (second, 255)):
+        w.write(np.full((16, 16, 3), value, np.uint8))
+    first.close()
+    kept = (tmp_path / "o.mp4").read_bytes()
+    with pytest.raises(OutputError, match="another run"):
+        second.close()
+    assert (tmp_path / "o.mp4").read_bytes() == kept and _partials(tmp_path) == []
+    a, b = FrameWriter(tmp_path / "f", fps=5), FrameWriter(tmp_path / "f", fps=5)  # frame folders too
+    for w in (a, b):
+        w.write(np.zeros((8, 8, 3), np.uint8))
+    a.close()
+    with pytest.raises(OutputError, match="another run"):
+        b.close()
+    atomic_write_text(tmp_path / "r.json", "1")
+    with pytest.raises(OutputError, match="another run"):
+        atomic_write_text(tmp_path / "r.json", "2")
+    assert (tmp_path / "r.json").read_text() == "1" and _partials(tmp_path) == []
+
+
+def test_audio_mux_keeps_every_frame(tmp_path: Path) -> None:
+    from mrfa.media.ffmpeg import count_packets, exe, file_arg
+
+    clip = tmp_path / "talk.mp4"  # 25 frames at 25 fps with an audio track 10 ms shorter than the video
+    subprocess.run([exe(), "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=64x64:r=25:d=1", "-f", "lavfi",
+                    "-i", "sine=f=440:d=0.99", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    file_arg(clip)], check=True)
+    with FrameWriter(tmp_path / "out.mp4", fps=25, audio_from=clip) as w:
+        for f in _noise(25, 64):
+            w.write(f)
+    assert w.audio_muxed and count_packets(tmp_path / "out.mp4") == 25
+
+
+def test_file_names_are_never_ffmpeg_urls(tmp_path: Path, monkeypatch) -> None:
+    from mrfa.media.video import read_video, video_info
+
+    monkeypatch.chdir(tmp_path)
+    write_video(tmp_path / "a.mp4", _frames(12), fps=10)
+    write_video(tmp_path / "b.mp4", _frames(12), fps=10)
+    odd = tmp_path / "concat:a.mp4|b.mp4"
+    write_video(odd, _frames(5), fps=10)
+    assert video_info(Path("concat:a.mp4|b.mp4")).num_frames == 5
+    assert len(read_video("concat:a.mp4|b.mp4")) == 5
+
+
+def test_fifo_and_devices_are_refused_not_waited_on(media: dict[str, Path], tmp_path: Path, capsys) -> None:
+    fifo = tmp_path / "driving.mp4"
+    os.mkfifo(fifo)
+    signal.alarm(60)  # a regression would block on the pipe forever
+    try:
+        assert mrfa_main(["animate", "--checkpoint", str(media["ckpt"]), "--source", str(media["src"]),
+                          "--driving", str(fifo), "--output", str(tmp_path / "o.mp4"), "--quiet"]) == 1
+        assert "named pipe (FIFO)" in capsys.readouterr().err
+        (tmp_path / "in").mkdir()
+        pairs = tmp_path / "in" / "pairs.csv"
+        os.mkfifo(pairs)
+        assert mrfa_main(["evaluate", "--pairs", str(pairs), "--pred", str(media["data"]), "--data",
+                          str(media["data"]), "--output", str(tmp_path / "m.json")]) == 2
+        assert "named pipe (FIFO)" in capsys.readouterr().err
+        assert mrfa_main(["animate", "--checkpoint", "/dev/zero", "--source", str(media["src"]), "--driving",
+                          str(media["drv"]), "--output", str(tmp_path / "o.mp4"), "--quiet"]) == 1
+        assert "is a device" in capsys.readouterr().err
+    finally:
+        signal.alarm(0)
+
+
+def test_config_bombs_are_refused_by_shape(tmp_path: Path, capsys) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}] "
+                                                     for i in range(8)]
+    bomb.write_text("\n".join(lines) + "\n")
+    assert mrfa_main(["train", "--config", str(bomb), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "aliases" in err and len(err) < 500
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    assert mrfa_main(["train", "--config", str(big), "--dry-run"]) == 1
+    assert "too large" in capsys.readouterr().err
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("model:\n  image_size: 64\nmodel:\n  image_size: 128\n")
+    assert mrfa_main(["train", "--config", str(dup), "--dry-run"]) == 1
+    assert "appears twice" in capsys.readouterr().err
+    assert mrfa_main(["train", "--config", str(TINY), "--set", "train.betas=[0.5,", "--dry-run"]) == 1
+    assert "neither a Python nor a YAML literal" in capsys.readouterr().err
+    shared: list = [0]
+    for _ in range(40):
+        shared = [shared, shared]
+    cfg = config_to_dict(load_config(TINY))
+    cfg["model"]["extra"] = shared
+    ckpt = tmp_path / "shared.pt"
+    torch.save({"format": "mrfa-snapshot/1", "config": cfg, "model": {}}, ckpt)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="more than"):
+        mrfa.load_checkpoint(ckpt)
+    assert time.perf_counter() - start < 30  # refused by shape; the expanded tree would take minutes
+
+
+def test_long_output_names_fit_their_temporary_name(tmp_path: Path) -> None:
+    name = "n" * 246 + ".mp4"  # a valid 250-byte name
+    with FrameWriter(tmp_path / name, fps=5) as w:
+        w.write(np.zeros((8, 8, 3), np.uint8))
+    assert (tmp_path / name).is_file() and _partials(tmp_path) == []
+
+
+def test_pairs_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    from mrfa.metrics.evaluate import read_pairs
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_bytes("\ufeffsource,driving\na.png,b.mp4\n".encode("utf-8"))
+    assert read_pairs(pairs) == [{"source": "a.png", "driving": "b.mp4"}]

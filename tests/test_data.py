@@ -9,6 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from real_data import REAL_DATA
 
 from mrfa.data.augment import (
     AugmentationParams,
@@ -43,7 +44,7 @@ from mrfa.media.video import (
     write_video,
 )
 
-VOX_MINI = Path("/work/shared/data/real/vox256-mini")
+VOX_MINI = REAL_DATA / "vox256-mini"
 
 
 def clip(num_frames: int = 6, h: int = 24, w: int = 24, step: int = 30) -> np.ndarray:
@@ -401,7 +402,7 @@ def test_make_synthetic_dataset_tool(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ real data
 
-@pytest.mark.skipif(not VOX_MINI.is_dir(), reason="shared vox256-mini dataset not present")
+@pytest.mark.skipif(not VOX_MINI.is_dir(), reason="real footage vox256-mini not available (set MRFA_REAL_DATA)")
 def test_vox256_mini_smoke() -> None:
     train = FramesDataset(VOX_MINI, id_sampling=True, augmentation=AugmentationParams(), seed=0)
     assert train.num_skipped == 0 and len(train) == 14

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from parity_helpers import compare, load_fixture, recipe_state_dict
+from parity_helpers import compare, find_fixture, load_fixture, recipe_state_dict
 
 from mrfa.losses.adversarial import (
     MultiScaleDiscriminator,
@@ -28,11 +28,15 @@ FIXTURE = "vox256-losses.pt"
 
 
 @pytest.fixture(scope="module")
+def fixture_dir() -> Path:
+    path = find_fixture(FIXTURE)
+    assert path is not None, f"the parity fixture {FIXTURE} is missing"
+    return path.parent
+
+
+@pytest.fixture(scope="module")
 def fx(fixture_dir: Path) -> dict:
-    path = fixture_dir / FIXTURE
-    if not path.is_file():
-        pytest.skip(f"{FIXTURE} not found in {fixture_dir}")
-    return load_fixture(path)
+    return load_fixture(fixture_dir / FIXTURE)
 
 
 def _check(mine: torch.Tensor, ref, path: str, meta: dict) -> None:

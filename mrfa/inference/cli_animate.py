@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     audio = kind == "video" and not args.no_audio and info.has_audio
     source_sq = square_frame(src_full, animator.image_size, source_box)
     count, bad = 0, 0
-    with FrameWriter(output, fps=fps, audio_from=driving_path if audio else None) as writer:
+    with FrameWriter(output, fps=fps, audio_from=driving_path if audio else None, overwrite=args.overwrite) as writer:
         frames = animator.frames(src_full, driving, relative=args.relative, adapt_scale=args.adapt_scale,
                                  best_frame=args.best_frame, find_best_frame=args.find_best_frame,
                                  detector=detector, source_box=source_box, driving_box=driving_box,

@@ -21,7 +21,7 @@ from mrfa.media.video import (
     video_info,
     write_image,
 )
-from mrfa.media.writer import FrameWriter, check_output, write_json
+from mrfa.media.writer import FrameWriter, check_output, output_kind, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if not video:
         img = read_image(src)
         box = crop_box_for_image(img, detector=detector, increase=args.increase, border=args.border, name=str(src))
-        write_image(dst, apply_crop(img, box, args.size, pad_mode=args.pad_mode))
+        write_image(dst, apply_crop(img, box, args.size, pad_mode=args.pad_mode), overwrite=args.overwrite)
         height, width = img.shape[:2]
         frames = 1
     else:
@@ -87,12 +87,13 @@ def run(args: argparse.Namespace) -> int:
         box = crop_box_for_video(iter_video_frames(src), detector=detector, increase=args.increase,
                                  border=args.border, stride=args.stride, name=str(src))
         height, width = info.height, info.width
-        with FrameWriter(dst, fps=info.fps or 25.0, crf=18) as writer:
+        with FrameWriter(dst, fps=info.fps or 25.0, crf=18, overwrite=args.overwrite,
+                         audio_from=src if info.has_audio and output_kind(dst) == "video" else None) as writer:
             for frame in iter_video_frames(src):
                 writer.write(apply_crop(frame, box, args.size, pad_mode=args.pad_mode))
         frames = writer.frames_written
     if args.box_json:
         write_json(args.box_json, {**box.to_dict(), "frame_height": height, "frame_width": width, "size": args.size,
-                                   "detector": detector.name}, indent=2)
+                                   "detector": detector.name}, indent=2, overwrite=args.overwrite)
     print(f"mrfa crop: wrote {dst} ({frames} frame{'s' if frames != 1 else ''}, box {box})")
     return 0

@@ -149,7 +149,7 @@ def pair_animator(args: argparse.Namespace, engine: EngineOptions, out_dir: Path
                                  best_frame=args.best_frame, find_best_frame=args.find_best_frame,
                                  smoothing=smoothing)
         check_output(out_dir / name, inputs=[source, driving], overwrite=args.overwrite)
-        with FrameWriter(out_dir / name) as writer:
+        with FrameWriter(out_dir / name, overwrite=args.overwrite) as writer:
             for frame in frames:
                 if args.max_frames is not None and frame.index >= args.max_frames:
                     break
@@ -167,7 +167,10 @@ def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | Non
     """Execute ``mrfa evaluate``; returns the exit code (0 ok, 1 some pairs failed, 2 usage or input error)."""
     try:
         pairs_path = Path(args.pairs) if args.pairs not in (None, "auto") else None
-        check_output(args.output, inputs=[args.pred, args.gt, pairs_path, args.checkpoint], overwrite=args.overwrite)
+        if str(args.output) and Path(args.output).is_dir():
+            raise ValueError(f"--output {args.output} is a folder; name the JSON report file to write")
+        check_output(args.output, inputs=[args.pred, args.gt, args.data, pairs_path, args.checkpoint],
+                     overwrite=args.overwrite)
         options = _options(args)
         engine = engine_from_args(args)
         smoothing_from_text(args.smooth)
@@ -214,7 +217,11 @@ def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | Non
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"mrfa evaluate: error: {err}", file=sys.stderr)
         return 2
-    write_json(args.output, report)
+    try:
+        write_json(args.output, report, overwrite=args.overwrite)
+    except (ValueError, OSError) as err:
+        print(f"mrfa evaluate: error: {err}", file=sys.stderr)
+        return 2
     _print_summary(report)
     print(f"  report: {args.output}")
     failed = report.get("failed_pairs") or []

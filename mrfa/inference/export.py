@@ -214,7 +214,7 @@ def export_onnx(model: MRFA, output: PathLike, *, checkpoint: Optional[PathLike]
         "config": dataclasses.asdict(model.config) if getattr(model, "config", None) is not None else None,
         "graphs": {},
     }
-    with atomic_path(output, fsync=False) as tmp:
+    with atomic_path(output, fsync=False, overwrite=overwrite, layout=LAYOUT) as tmp:
         tmp.mkdir(parents=True)
         for file, (module, args, in_names, out_names, dynamic) in specs.items():
             try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from mrfa.inference.animate import Animator
 from mrfa.inference.engine import EngineOptions
 from mrfa.media.convert import float_to_uint8
 from mrfa.media.video import discover_videos, iter_video_frames, video_info
-from mrfa.media.writer import FrameWriter, check_output, write_json
+from mrfa.media.writer import FrameWriter, atomic_folder, check_output, write_json
 from mrfa.metrics.image import IMAGE_METRICS, MetricAggregator, frame_metrics
 from mrfa.nn.mrfa import MRFA
 
@@ -88,12 +88,20 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
         videos = dict(list(videos.items())[:max_videos])
     agg = MetricAggregator()
     start = time.perf_counter()
-    for i, (name, path) in enumerate(videos.items()):
-        if progress:
-            print(f"[{i + 1}/{len(videos)}] {name}", flush=True)
-        _reconstruct_video(animator, name, path, out, agg, max_frames=max_frames, write_mp4=write_mp4,
-                           png_rounding=png_rounding, progress=progress)
-    report = {
+    # the whole folder is written under a temporary name and installed at the end, replacing an earlier run whole
+    with atomic_folder(out, overwrite=overwrite, layout=OUTPUT_LAYOUT) as stage:
+        for i, (name, path) in enumerate(videos.items()):
+            if progress:
+                print(f"[{i + 1}/{len(videos)}] {name}", flush=True)
+            _reconstruct_video(animator, name, path, stage, agg, max_frames=max_frames, write_mp4=write_mp4,
+                               png_rounding=png_rounding, progress=progress)
+        write_json(stage / "metrics.json", _report(animator, data_root, checkpoint, model, png_rounding, agg, start))
+    return out / "png"
+
+
+def _report(animator: Animator, data_root: PathLike, checkpoint: Optional[PathLike], model: Any, png_rounding: str,
+            agg: MetricAggregator, start: float) -> dict[str, Any]:
+    return {
         "mode": "reconstruction",
         "data": str(data_root),
         "checkpoint": str(checkpoint or (model if isinstance(model, (str, Path)) else "")),
@@ -104,8 +112,6 @@ def reconstruct(model: Union[MRFA, Animator, PathLike, None] = None, data_root: 
         "seconds": time.perf_counter() - start,
         **agg.summary(per_frame=False),
     }
-    write_json(out / "metrics.json", report)
-    return out / "png"
 
 
 def _reconstruct_video(animator: Animator, name: str, path: Path, out: Path, agg: MetricAggregator, *,

@@ -19,7 +19,9 @@ e.g. 184 instead of 135 frames for ``video_retalking/1.mp4``).
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +33,11 @@ import numpy as np
 from PIL import Image
 from skimage.transform import resize as _sk_resize
 
+from mrfa.utils.paths import require_file
+
+from . import ffmpeg
 from .convert import to_rgb_uint8
-from .writer import atomic_path
+from .writer import FrameWriter, atomic_path
 
 PathLike = Union[str, Path]
 Size = Union[int, tuple[int, int]]
@@ -97,9 +102,7 @@ def video_kind(path: PathLike) -> str:
         FileNotFoundError: the path does not exist.
         VideoReadError: the file extension is not a supported video format.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"video not found: {path}")
+    path = require_file(path, "video", folder_ok=True)
     if path.is_dir():
         return "folder"
     suffix = path.suffix.lower()
@@ -171,9 +174,7 @@ def read_image(path: PathLike, *, rotate: bool = True, max_pixels: int = MAX_IMA
         FileNotFoundError: the file does not exist.
         VideoReadError: the file cannot be decoded or is larger than ``max_pixels``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+    path = require_file(path, "image")
     check_image_size(path, max_pixels=max_pixels)
     try:
         array = iio.imread(path, index=0, plugin="pillow", rotate=rotate)  # explicit: no trial of every plugin
@@ -185,8 +186,9 @@ def read_image(path: PathLike, *, rotate: bool = True, max_pixels: int = MAX_IMA
         raise VideoReadError(f"unsupported image layout in {path}: {err}") from None
 
 
-def write_image(path: PathLike, image: np.ndarray) -> Path:
-    """Write ``uint8 [H, W, 3]`` atomically as png / jpg / webp / bmp (chosen by the suffix).
+def write_image(path: PathLike, image: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write ``uint8 [H, W, 3]`` atomically as png / jpg / webp / bmp (chosen by the suffix); an existing file is
+    replaced only with ``overwrite``.
 
     Raises:
         ValueError: another suffix (nothing is written).
@@ -195,7 +197,7 @@ def write_image(path: PathLike, image: np.ndarray) -> Path:
     suffix = path.suffix.lower()
     if suffix not in IMAGE_OUTPUT_SUFFIXES:
         raise ValueError(f"cannot write image format '{suffix}' for {path}; use {', '.join(IMAGE_OUTPUT_SUFFIXES)}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         iio.imwrite(tmp, np.asarray(image), plugin="pillow", extension=suffix)
     return path
 
@@ -217,7 +219,7 @@ def _last_line(err: BaseException) -> str:
 
 def _ffmpeg_frames(path: Path) -> Iterator[np.ndarray]:
     """Yield every coded frame of an ffmpeg-readable file as uint8 [H, W, 3] (read-only views)."""
-    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
+    gen = imageio_ffmpeg.read_frames(ffmpeg.file_arg(path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
     try:
         try:
             meta = next(gen)
@@ -238,7 +240,7 @@ def _ffmpeg_frames(path: Path) -> Iterator[np.ndarray]:
 
 def _ffmpeg_probe(path: Path) -> VideoInfo:
     """Count video packets with a stream copy (no decoding) and parse size/fps/audio from ffmpeg's log."""
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path),
+    cmd = [ffmpeg.exe(), "-hide_banner", "-nostdin", "-i", ffmpeg.file_arg(path),
            "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     log = proc.stderr.decode(errors="replace")
@@ -419,44 +421,38 @@ def read_frames(path: PathLike, indices: Sequence[int], *, size: Optional[Size] 
     return np.stack(frames)
 
 
-def write_video(path: PathLike, frames: np.ndarray, *, fps: float = 25.0, quality: int = 8) -> Path:
-    """Write ``uint8 [T, H, W, 3]`` frames as a video file: .mp4/.mov/.mkv via ffmpeg (H.264, yuv420p, even
-    sizes only) or .gif via Pillow. ``quality`` is imageio-ffmpeg's 0-10 scale (8 is visually lossless-ish).
+def write_video(path: PathLike, frames: np.ndarray, *, fps: float = 25.0, quality: int = 8,
+                overwrite: bool = False) -> Path:
+    """Write ``uint8 [T, H, W, 3]`` frames as a video file (.mp4/.mov/.mkv: H.264, yuv420p, odd sizes padded by
+    one edge row / column) or a .gif, through :class:`~mrfa.media.writer.FrameWriter`. ``quality`` is
+    imageio-ffmpeg's 0-10 scale (8 is visually lossless-ish).
 
     Raises:
-        ValueError: bad frame array, odd size for H.264, or unsupported suffix.
+        ValueError: bad frame array or unsupported suffix.
+        WriteError: the encoder failed (nothing is left behind).
     """
     path = Path(path)
     frames = _check_frames(frames)
-    suffix = path.suffix.lower()
-    if suffix in (".mp4", ".mov", ".mkv"):
-        h, w = frames.shape[1:3]
-        if h % 2 or w % 2:
-            raise ValueError(f"H.264 needs even frame sizes, got {w}x{h} for {path}")
-        with atomic_path(path) as tmp:
-            writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec="libx264", quality=quality,
-                                                 pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
-            writer.send(None)  # start ffmpeg
-            for frame in frames:
-                writer.send(np.ascontiguousarray(frame))
-            writer.close()
-    elif suffix in GIF_SUFFIXES:
-        with atomic_path(path) as tmp:
-            iio.imwrite(tmp, frames, plugin="pillow", extension=".gif", duration=1000.0 / fps, loop=0)
-    else:
-        raise ValueError(f"cannot write video format '{suffix}' for {path} (use .mp4, .mov, .mkv or .gif)")
+    if path.suffix.lower() not in (".mp4", ".mov", ".mkv") + GIF_SUFFIXES:
+        raise ValueError(f"cannot write video format '{path.suffix.lower()}' for {path} (use .mp4, .mov, .mkv or "
+                         ".gif)")
+    with FrameWriter(path, fps=fps, quality=quality, overwrite=overwrite) as writer:
+        for frame in frames:
+            writer.write(frame)
     return path
 
 
-def write_frame_folder(folder: PathLike, frames: np.ndarray, *, compress_level: int = 1) -> Path:
+def write_frame_folder(folder: PathLike, frames: np.ndarray, *, compress_level: int = 1,
+                       overwrite: bool = False) -> Path:
     """Write ``uint8 [T, H, W, 3]`` frames as ``folder/0000000.png ...`` (7 digits, the FOMM
-    video-preprocessing convention; the folder name may end in ``.mp4``). Lossless, and the fastest layout for
-    the training loader (two small PNG reads per item)."""
+    video-preprocessing convention; the folder name may end in ``.mp4``), atomically through
+    :class:`~mrfa.media.writer.FrameWriter`. Lossless, and the fastest layout for the training loader (two small
+    PNG reads per item)."""
     folder = Path(folder)
     frames = _check_frames(frames)
-    folder.mkdir(parents=True, exist_ok=True)
-    for t, frame in enumerate(frames):
-        iio.imwrite(folder / f"{t:07d}.png", frame, plugin="pillow", compress_level=compress_level)
+    with FrameWriter(str(folder) + os.sep, png_compress_level=compress_level, overwrite=overwrite) as writer:
+        for frame in frames:
+            writer.write(frame)
     return folder
 
 

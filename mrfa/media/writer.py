@@ -3,22 +3,30 @@
 Not a paper box. Three rules hold for every output mrfa writes (the output-path policy, :func:`check_output`):
 
 1. an output never replaces one of the command's inputs (same file, or a folder that holds an input);
-2. an existing file is replaced only when the caller asks (``overwrite=True``, the CLIs' ``--overwrite``), and an
+2. an output never lies inside an input folder;
+3. an existing file is replaced only when the caller asks (``overwrite=True``, the CLIs' ``--overwrite``), and an
    existing folder only when it is empty or holds nothing but what mrfa writes there (PNG frames named
-   ``0000000.png``..., or the layout the command names, e.g. ``png/ mp4/ metrics.json``): a folder with anything
-   else in it is never deleted;
-3. every output is written under a hidden temporary sibling name (``.NAME.partial-PID-XXXX``) and renamed onto its
+   ``0000000.png``..., or the layout the command names, e.g. ``png/ mp4/ metrics.json``), hidden names included:
+   a folder with anything else in it (``.git``, ``.env``, a file of yours) is never deleted, and a replaced folder
+   is replaced whole;
+4. every output is written under a hidden temporary sibling name (``.NAME.partial-PID-XXXX``) and renamed onto its
    final name only when complete, so an interrupted or failed run never leaves a file that looks finished.
-   Temporary siblings left by a killed process (its PID no longer runs) are removed by the next write of the
-   same output.
+   The rename checks the policy again, atomically: an output that another run created meanwhile is not replaced
+   without ``overwrite`` (a hard link that refuses an existing name, for files; a rename that refuses a non-empty
+   folder, for folders). Temporary siblings left by a killed process (its PID no longer runs) are removed by the
+   next write of the same output.
 
-Videos are streamed to the imageio-ffmpeg ffmpeg binary (memory stays flat with the clip length). The audio track
-of the driving video can be muxed in afterwards (stream copy, or AAC when the codec does not fit the container),
-as FOMM's ``--audio`` demo option does; a failed mux is reported (:attr:`FrameWriter.audio_error`), never hidden.
+Videos are streamed to the imageio-ffmpeg ffmpeg binary (memory stays flat with the clip length); success is
+ffmpeg's exit status *and* a probe of the finished file that finds every frame written, so a full disk that only
+shows when ffmpeg writes the index fails the write and keeps the previous output. The audio track of the driving
+video can be muxed in afterwards (stream copy, or AAC when the codec does not fit the container), cut or left
+short to the video's duration so that every frame stays, as FOMM's ``--audio`` demo option does; a failed mux is
+reported (:attr:`FrameWriter.audio_error`), never hidden.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -26,14 +34,16 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import imageio.v3 as iio
-import imageio_ffmpeg
 import numpy as np
+
+from . import ffmpeg
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +73,8 @@ def output_kind(path: PathLike) -> str:
 
 
 FRAME_NAME = re.compile(r"\d{7}\.png")  # the PNG frames mrfa writes: 0000000.png, 0000001.png, ...
+PARTIAL_NAME = re.compile(r"\..*\.partial-\d+-[0-9a-z]+(\.\w+)?")  # mrfa's own temporary siblings
+NAME_MAX = 255  # bytes of one file name on the file systems mrfa writes to
 
 
 class OutputError(ValueError):
@@ -73,10 +85,20 @@ class WriteError(OSError):
     """Writing failed (disk full, permission, missing codec); the message says which and names the file."""
 
 
-def _temp_name(dest: Path) -> Path:
+def _temp_stem(dest: Path) -> str:
+    """The stem used in temporary names of ``dest``, shortened so that the temporary name fits in one file name
+    (the final name may use all 255 bytes)."""
+    room = NAME_MAX - len(".partial-4194304-abcdef01".encode()) - 1 - len(dest.suffix.encode())
+    stem = dest.stem
+    while len(stem.encode()) > room:
+        stem = stem[:-1]
+    return stem
+
+
+def _temp_name(dest: Path, tag: str = "") -> Path:
     """Hidden temporary sibling of ``dest`` that keeps its suffix (ffmpeg picks the container from it) and carries
     the writer's PID (so a later run can tell a stale leftover from a live write)."""
-    return dest.with_name(f".{dest.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{dest.suffix}")
+    return dest.with_name(f".{_temp_stem(dest)}.partial-{os.getpid()}-{tag}{uuid.uuid4().hex[:8]}{dest.suffix}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -94,12 +116,17 @@ def remove_stale_partials(dest: Path) -> list[Path]:
     removed = []
     if not dest.parent.is_dir():
         return removed
-    for p in dest.parent.glob(f".{dest.stem}.partial-*"):
+    for p in dest.parent.glob(f".{glob_escape(_temp_stem(dest))}.partial-*"):
         parts = p.name.split(".partial-", 1)[1].split("-")
         if len(parts) >= 2 and parts[0].isdigit() and not _pid_alive(int(parts[0])):
             _remove(p)
             removed.append(p)
     return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with the glob metacharacters ``* ? [`` taken literally."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -111,9 +138,14 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 
 def foreign_entries(folder: Path, layout: Sequence[str] = ()) -> list[str]:
-    """Names in ``folder`` that mrfa would not have written there (hidden temporary siblings are ignored)."""
+    """Names in ``folder`` that mrfa would not have written there, hidden names included (only mrfa's own
+    temporary siblings ``.NAME.partial-PID-XXXX`` are not counted)."""
     return sorted(p.name for p in folder.iterdir()
-                  if not p.name.startswith(".") and not FRAME_NAME.fullmatch(p.name) and p.name not in layout)
+                  if not PARTIAL_NAME.fullmatch(p.name) and not FRAME_NAME.fullmatch(p.name) and p.name not in layout)
+
+
+def _holds_output(folder: Path) -> bool:
+    return any(not PARTIAL_NAME.fullmatch(p.name) for p in folder.iterdir())
 
 
 def check_output(path: PathLike, *, inputs: Sequence[Optional[PathLike]] = (), overwrite: bool = False,
@@ -128,17 +160,21 @@ def check_output(path: PathLike, *, inputs: Sequence[Optional[PathLike]] = (), o
         layout: names a command writes into its output folder (besides PNG frames).
 
     Raises:
-        OutputError: the output is an input, lies inside an input folder that it would replace, holds an input,
-            exists and ``overwrite`` is off, or is a non-empty folder mrfa did not write.
+        OutputError: the output is an input, lies inside an input folder, holds an input, exists and
+            ``overwrite`` is off, or is a non-empty folder mrfa did not write.
     """
+    if str(path) == "":
+        raise OutputError(f"{what} is empty; name the file or folder to write")
     path = Path(path)
     target = path.resolve()
     for item in inputs:
-        if item is None:
+        if item is None or str(item) == "":
             continue
         src = Path(item).resolve()
-        if target == src or (target.is_dir() and _is_within(src, target)):
+        if target == src or _is_within(src, target):
             raise OutputError(f"{what} {path} would overwrite the input {item}; choose another output name")
+        if src.is_dir() and _is_within(target, src):
+            raise OutputError(f"{what} {path} lies inside the input folder {item}; write it somewhere else")
     if (path.exists() or path.is_symlink()) and not path.is_dir() and not overwrite:
         raise OutputError(f"{what} {path} already exists; pass --overwrite to replace it")
     if path.is_dir():
@@ -147,18 +183,26 @@ def check_output(path: PathLike, *, inputs: Sequence[Optional[PathLike]] = (), o
             raise OutputError(f"{what} {path} is a folder holding files mrfa did not write ({', '.join(foreign[:3])}"
                               f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder (it is never "
                               "deleted)")
-        if any(not p.name.startswith(".") for p in path.iterdir()) and not overwrite:
+        if _holds_output(path) and not overwrite:
             raise OutputError(f"{what} {path} holds an earlier mrfa output; pass --overwrite to replace it")
     return path
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike, *, fsync: bool = True) -> Iterator[Path]:
-    """Yield a hidden temporary sibling path of ``path``; when the block ends normally it is renamed onto
-    ``path`` (after an fsync of a file), otherwise it is deleted. The caller writes the temporary path.
+def atomic_path(path: PathLike, *, fsync: bool = True, overwrite: bool = False,
+                layout: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a hidden temporary sibling path of ``path``; when the block ends normally it is installed onto
+    ``path`` (after an fsync of a file, by :func:`install`), otherwise it is deleted. The caller writes the
+    temporary path.
+
+    Args:
+        overwrite: an existing ``path`` may be replaced (else :class:`OutputError` at the rename, and the new
+            output is deleted).
+        layout: for a folder, the names mrfa writes in it (an existing folder holding anything else is kept).
 
     Raises:
         WriteError: the folder cannot be created or written (the message names the disk / permission problem).
+        OutputError: ``path`` exists (created meanwhile by another run) and ``overwrite`` is off.
     """
     path = Path(path)
     try:
@@ -175,13 +219,102 @@ def atomic_path(path: PathLike, *, fsync: bool = True) -> Iterator[Path]:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        os.replace(tmp, path)
+        install(tmp, path, overwrite=overwrite, layout=layout)
+    except OutputError:
+        _remove(tmp)
+        raise
     except OSError as err:
         _remove(tmp)
         raise WriteError(describe_os_error(err, path)) from None
     except BaseException:
         _remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike, *, overwrite: bool = False, layout: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a new hidden temporary folder beside ``path``; when the block ends normally the folder is installed
+    whole onto ``path`` (:func:`install`: an earlier mrfa output is replaced entirely, never merged), otherwise it
+    is deleted. Errors raised inside the block pass through unchanged.
+
+    Raises:
+        WriteError: the folder cannot be created or installed. OutputError: ``path`` may not be replaced.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(path)
+        tmp = _temp_name(path)
+        tmp.mkdir()
+    except OSError as err:
+        raise WriteError(describe_os_error(err, path)) from None
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    try:
+        install(tmp, path, overwrite=overwrite, layout=layout)
+    except OutputError:
+        _remove(tmp)
+        raise
+    except OSError as err:
+        _remove(tmp)
+        raise WriteError(describe_os_error(err, path)) from None
+
+
+def install(tmp: Path, dest: Path, *, overwrite: bool, layout: Sequence[str] = ()) -> None:
+    """Rename the finished ``tmp`` onto ``dest``, checking the output policy at that moment.
+
+    Without ``overwrite`` an existing ``dest`` is never replaced, atomically: a file goes in by a hard link, which
+    fails when the name exists (then the link is dropped); a folder by a rename, which fails onto a non-empty
+    folder. With ``overwrite`` an existing file is replaced by one rename; an existing folder only when it holds
+    nothing but mrfa output (``layout``), and then whole.
+
+    Raises:
+        OutputError: ``dest`` exists and may not be replaced (``tmp`` is left for the caller to delete).
+    """
+    taken = OutputError(f"{dest} was created by another run while this one worked; it is left untouched "
+                        "(pass --overwrite to replace it)")
+    if tmp.is_dir() and not tmp.is_symlink():
+        if dest.is_dir() and not dest.is_symlink() and overwrite:
+            foreign = foreign_entries(dest, layout)
+            if foreign:
+                raise OutputError(f"{dest} holds files mrfa did not write ({', '.join(foreign[:3])}); it is left "
+                                  "untouched")
+            old = _temp_name(dest, "old")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            _remove(old)
+            return
+        if (dest.exists() or dest.is_symlink()) and not dest.is_dir():
+            if not overwrite:
+                raise taken
+            dest.unlink()
+        try:
+            os.rename(tmp, dest)  # onto an empty folder: allowed; onto a non-empty one: refused by the kernel
+        except OSError as err:
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise taken from None
+            raise
+        return
+    if overwrite:
+        if dest.is_dir() and not dest.is_symlink():
+            raise OutputError(f"{dest} is a folder; a file cannot replace it")
+        os.replace(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise taken from None
+    except OSError as err:  # no hard links on this file system: check, then rename (a narrow window remains)
+        if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if dest.exists() or dest.is_symlink():
+            raise taken from None
+        os.replace(tmp, dest)
+        return
+    tmp.unlink()
 
 
 def describe_os_error(err: BaseException, path: PathLike) -> str:
@@ -233,22 +366,23 @@ def json_safe(obj: object) -> object:
     return obj
 
 
-def write_json(path: PathLike, report: object, *, indent: Optional[int] = 1) -> Path:
+def write_json(path: PathLike, report: object, *, indent: Optional[int] = 1, overwrite: bool = False) -> Path:
     """Write ``report`` atomically as strict JSON (``allow_nan=False``) after :func:`json_safe`."""
-    return atomic_write_text(path, json.dumps(json_safe(report), indent=indent, allow_nan=False) + "\n")
+    return atomic_write_text(path, json.dumps(json_safe(report), indent=indent, allow_nan=False) + "\n",
+                             overwrite=overwrite)
 
 
-def atomic_write_text(path: PathLike, text: str) -> Path:
+def atomic_write_text(path: PathLike, text: str, *, overwrite: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_path`."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
-def atomic_write_with(path: PathLike, write: Callable[[Any], None]) -> Path:
+def atomic_write_with(path: PathLike, write: Callable[[Any], None], *, overwrite: bool = False) -> Path:
     """Call ``write(binary_file)`` on a temporary sibling of ``path`` and rename it into place (used for
     ``torch.save`` of checkpoints: media does not need to know the format)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as f:
             write(f)
     return Path(path)
@@ -283,6 +417,8 @@ class FrameWriter:
         quality: imageio-ffmpeg quality 0-10 for H.264 (8 -> CRF 10, visually lossless).
         crf: an explicit H.264 CRF instead of ``quality`` (``mrfa crop`` uses 18).
         png_compress_level: zlib level 0-9 of the PNG frames.
+        overwrite: an existing output may be replaced (else it is refused at the rename, :func:`install`).
+        layout: for a folder output, the names mrfa writes in it besides PNG frames.
 
     Example::
 
@@ -292,8 +428,10 @@ class FrameWriter:
     """
 
     def __init__(self, path: PathLike, *, fps: float = 25.0, audio_from: Optional[PathLike] = None,
-                 quality: int = 8, crf: Optional[int] = None, png_compress_level: int = 1) -> None:
+                 quality: int = 8, crf: Optional[int] = None, png_compress_level: int = 1,
+                 overwrite: bool = False, layout: Sequence[str] = ()) -> None:
         self.path = Path(path)
+        self.overwrite, self.layout = overwrite, tuple(layout)
         self.kind = output_kind(path)
         if not fps or fps <= 0 or not np.isfinite(fps):
             raise ValueError(f"fps must be a positive number, got {fps}")
@@ -308,7 +446,8 @@ class FrameWriter:
         self._tmp = _temp_name(self.path)
         self.audio_error: Optional[str] = None  # why the audio could not be muxed (None: muxed, or not asked)
         self.audio_muxed = False
-        self._ffmpeg = None  # imageio-ffmpeg generator (video) or Popen (gif)
+        self._ffmpeg: Optional[subprocess.Popen] = None  # the encoder (video, gif)
+        self._log: Optional[Any] = None  # ffmpeg's stderr, in a temporary file (a pipe could fill and block it)
         self._size: Optional[tuple[int, int]] = None  # (H, W) of the first frame
         self.frames_written = 0
         self._closed = False
@@ -337,51 +476,57 @@ class FrameWriter:
             if self.kind == "frames":
                 iio.imwrite(self._tmp / f"{self.frames_written:07d}.png", frame, plugin="pillow",
                             compress_level=self.png_compress_level)
-            elif self.kind == "video":
-                self._ffmpeg.send(np.ascontiguousarray(even_size(frame)))
             else:
-                self._ffmpeg.stdin.write(np.ascontiguousarray(frame).tobytes())
+                data = even_size(frame) if self.kind == "video" else frame
+                self._ffmpeg.stdin.write(np.ascontiguousarray(data).tobytes())
         except (OSError, RuntimeError) as err:  # ffmpeg died (disk full, permission): say why, in one sentence
             raise WriteError(self._why(err)) from None
         self.frames_written += 1
 
+    def _ffmpeg_log(self) -> str:
+        if self._log is None:
+            return ""
+        with contextlib.suppress(OSError, ValueError):
+            self._log.seek(0)
+            return self._log.read().decode(errors="replace")
+        return ""
+
     def _why(self, err: BaseException) -> str:
         """The reason of a failed write: ffmpeg's own log where it has one, else the OS error."""
         log = str(err)
-        proc = getattr(self._ffmpeg, "stderr", None) if self.kind == "gif" else None
-        if proc is not None:
-            with contextlib.suppress(OSError, ValueError):
+        if self._ffmpeg is not None:
+            with contextlib.suppress(OSError, ValueError, subprocess.TimeoutExpired):
                 self._ffmpeg.kill()
-                log += "\n" + self._ffmpeg.stderr.read().decode(errors="replace")
+                self._ffmpeg.wait(timeout=10)
+            log += "\n" + self._ffmpeg_log()
         if isinstance(err, OSError) and not isinstance(err, BrokenPipeError):
             return describe_os_error(err, self.path)
-        if self.kind == "video":  # imageio-ffmpeg keeps ffmpeg's log in the exception, or we probe the folder
-            free = shutil.disk_usage(self.path.parent).free if self.path.parent.exists() else 0
-            if free < 1 << 20:
-                return f"could not write {self.path}: the disk is full"
-            if not os.access(self.path.parent, os.W_OK):
-                return f"could not write {self.path}: permission denied (choose a writable folder)"
+        free = shutil.disk_usage(self.path.parent).free if self.path.parent.exists() else 0
+        if free < 1 << 20 and "no space left" not in log.lower():
+            return f"could not write {self.path}: the disk is full"
+        if not os.access(self.path.parent, os.W_OK):
+            return f"could not write {self.path}: permission denied (choose a writable folder)"
         return ffmpeg_reason(log, self.path)
 
     def _start(self) -> None:
         h, w = self._size
+        if self.kind == "frames":
+            return
+        if not os.access(self.path.parent, os.W_OK):
+            raise WriteError(f"could not write {self.path}: permission denied (choose a writable folder)")
+        fps = Fraction(self.fps).limit_denominator(1001 if self.kind == "gif" else 1000000)
         if self.kind == "video":
-            if not os.access(self.path.parent, os.W_OK):
-                raise WriteError(f"could not write {self.path}: permission denied (choose a writable folder)")
             eh, ew = h + h % 2, w + w % 2
-            self._ffmpeg = imageio_ffmpeg.write_frames(
-                str(self._tmp), (ew, eh), fps=self.fps, codec="libx264",
-                quality=self.quality if self.crf is None else None, pix_fmt_out="yuv420p", macro_block_size=1,
-                output_params=["-movflags", "+faststart", *(["-crf", str(self.crf)] if self.crf is not None else [])],
-                ffmpeg_log_level="error")
-            self._ffmpeg.send(None)  # start ffmpeg
-        elif self.kind == "gif":
-            fps = Fraction(self.fps).limit_denominator(1001)
-            cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
-                   "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-",
-                   "-filter_complex", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse",
-                   "-loop", "0", str(self._tmp)]
-            self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            crf = self.crf if self.crf is not None else int((1 - self.quality / 10.0) * 51)  # imageio's scale
+            tail = ["-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart"]
+        else:
+            eh, ew = h, w
+            tail = ["-filter_complex", "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1", "-loop", "0"]
+        cmd = [ffmpeg.exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo",
+               "-vcodec", "rawvideo", "-s", f"{ew}x{eh}", "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-", *tail,
+               ffmpeg.file_arg(self._tmp)]
+        self._log = tempfile.TemporaryFile()
+        self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
 
     # ------------------------------------------------------------------ finishing
     def close(self) -> Path:
@@ -405,6 +550,7 @@ class FrameWriter:
         except BaseException:
             self._cleanup()
             raise
+        self._cleanup()  # the log; the outputs are in place
         return self.path
 
     def abort(self) -> None:
@@ -415,19 +561,36 @@ class FrameWriter:
         self._cleanup()
 
     def _finish_encoder(self) -> None:
+        """Close the encoder's input and wait for it: success is its exit status 0 *and* a probe of the written
+        file that finds every frame (a trailer that could not be written leaves a file ffmpeg cannot open)."""
+        if self.kind == "frames":
+            return
         try:
-            if self.kind == "video":
-                self._ffmpeg.close()
-            elif self.kind == "gif":
-                _, err = self._ffmpeg.communicate()
-                if self._ffmpeg.returncode != 0:
-                    raise WriteError(ffmpeg_reason(err.decode(errors="replace"), self.path))
-        except (OSError, RuntimeError) as err:
+            try:
+                self._ffmpeg.stdin.close()
+            except BrokenPipeError:
+                pass
+            code = self._ffmpeg.wait()
+            if code != 0:
+                raise WriteError(self._why(RuntimeError(f"ffmpeg exit status {code}")))
+        except OSError as err:
             if isinstance(err, WriteError):
                 raise
             raise WriteError(self._why(err)) from None
         finally:
             self._ffmpeg = None
+        if self.kind == "video":
+            self._verify(self._tmp)
+
+    def _verify(self, video: Path) -> None:
+        """Probe a finished video: it must open and hold every frame written."""
+        found = ffmpeg.count_packets(video)
+        if found != self.frames_written:
+            free = shutil.disk_usage(video.parent).free if video.parent.exists() else 0
+            if free < 1 << 20:
+                raise WriteError(f"could not write {self.path}: the disk is full")
+            got = "cannot be read back" if found is None else f"holds {found} of {self.frames_written} frames"
+            raise WriteError(f"could not write {self.path}: the encoded video {got}")
 
     def _mux_audio(self, video: Path) -> Path:
         """Copy the first audio stream of ``audio_from`` into ``video``; returns the muxed temp file (or
@@ -437,46 +600,54 @@ class FrameWriter:
             return video
         muxed = _temp_name(self.path)
         self._extra_tmp.append(muxed)
+        # the video's duration decides: a longer audio track is cut there, a shorter one simply ends early (never
+        # ``-shortest``, which would drop the last frames against a track a few milliseconds shorter)
+        duration = f"{self.frames_written / self.fps:.6f}"
         for codec in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "192k"]):
-            cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video),
-                   "-i", str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *codec,
-                   "-shortest", "-movflags", "+faststart", str(muxed)]
+            cmd = [ffmpeg.exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", ffmpeg.file_arg(video),
+                   "-i", ffmpeg.file_arg(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *codec,
+                   "-t", duration, "-movflags", "+faststart", ffmpeg.file_arg(muxed)]
             proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-            if proc.returncode == 0:
+            if proc.returncode == 0 and ffmpeg.count_packets(muxed) == self.frames_written:
                 _remove(video)
                 self.audio_muxed = True
                 return muxed
             _remove(muxed)
+            if "no space left" in proc.stderr.decode(errors="replace").lower():
+                raise WriteError(f"could not write {self.path}: the disk is full")
         reason = proc.stderr.decode(errors="replace").strip().splitlines()
         self.audio_error = f"could not copy the audio of {self.audio_from}: {reason[-1] if reason else 'ffmpeg failed'}"
         return video
 
     def _install(self, result: Path) -> None:
-        """Rename the finished output onto ``path``. An existing folder is replaced only when it is empty or an
-        mrfa output (the policy of :func:`check_output`); anything else is refused, never deleted."""
-        if self.kind == "frames" and self.path.is_dir():
-            foreign = foreign_entries(self.path)
-            if foreign:
-                raise OutputError(f"{self.path} holds files mrfa did not write ({', '.join(foreign[:3])}); it is left "
-                                  "untouched")
-            old = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}-old{uuid.uuid4().hex[:6]}")
-            os.replace(self.path, old)
-            os.replace(result, self.path)
-            _remove(old)
-        else:
-            os.replace(result, self.path)
+        """Rename the finished output onto ``path`` under the output policy, checked again now (:func:`install`):
+        an output created meanwhile is replaced only with ``overwrite``, a folder only when it is mrfa's."""
+        if result.is_file():
+            with contextlib.suppress(OSError):
+                fd = os.open(result, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        try:
+            install(result, self.path, overwrite=self.overwrite, layout=self.layout)
+        except OutputError:
+            raise
+        except OSError as err:
+            raise WriteError(describe_os_error(err, self.path)) from None
 
     def _cleanup(self) -> None:
         if self._ffmpeg is not None:
             try:
-                if self.kind == "video":
-                    self._ffmpeg.close()
-                else:
-                    self._ffmpeg.kill()
-                    self._ffmpeg.wait()
+                self._ffmpeg.kill()
+                self._ffmpeg.wait()
             except (OSError, RuntimeError, ValueError) as err:  # ffmpeg already gone
                 logger.debug("ffmpeg cleanup for %s: %s", self.path, err)
             self._ffmpeg = None
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.close()
+            self._log = None
         for tmp in (self._tmp, *self._extra_tmp):
             _remove(tmp)
 
@@ -496,6 +667,6 @@ def has_audio(path: PathLike) -> bool:
     path = Path(path)
     if not path.is_file():
         return False
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
+    cmd = [ffmpeg.exe(), "-hide_banner", "-nostdin", "-i", ffmpeg.file_arg(path)]
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     return any("Audio:" in ln and "Stream #" in ln for ln in proc.stderr.decode(errors="replace").splitlines())

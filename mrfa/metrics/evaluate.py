@@ -37,6 +37,7 @@ from mrfa.metrics.pose import (
     pose_errors,
 )
 from mrfa.metrics.temporal import flicker, landmark_jitter
+from mrfa.utils.paths import require_file
 
 # landmark-based motion / time metrics (docs/evaluation.md): per frame "pose" (yaw/pitch/roll errors, pose_error)
 # and "expression" (expression_error); per video "jitter" (landmark jitter of output and reference) and
@@ -306,7 +307,8 @@ PairAnimator = Callable[[Path, np.ndarray, Path, str], tuple[list[str], np.ndarr
 def read_pairs(pairs_csv: Path) -> list[dict[str, str]]:
     """Rows of a pairs CSV (header with ``source`` and ``driving``; optional ``result``, ``source_frame``)."""
     try:
-        with open(pairs_csv, newline="") as f:
+        require_file(pairs_csv, "pairs file")
+        with open(pairs_csv, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
     except UnicodeDecodeError:
         raise ValueError(f"pairs file {pairs_csv} is not a text CSV file") from None

@@ -62,15 +62,32 @@ def output_dir(args: argparse.Namespace, resume: Optional[Path]) -> Path:
     return Path("runs") / Path(args.config).stem
 
 
+def check_run_folder(output: Path, resume: Optional[Path], config: Optional[str]) -> None:
+    """The output policy of a training run: a run writes into a new or empty folder, or continues its own run
+    folder (``--resume DIR`` with the default or the same ``--output``); it never writes into a folder holding
+    anything else (a config file, another run's state, hidden files)."""
+    continuing = resume is not None and output.resolve() == resume.parent.resolve()
+    if continuing:
+        return
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; training writes a run folder")
+    if output.is_dir() and any(output.iterdir()):
+        held = "a training state" if (output / STATE_NAME).exists() else "files"
+        hint = f"pass --resume {output} to continue it or " if held == "a training state" and resume is None else ""
+        raise ValueError(f"--output {output} already holds {held}; {hint}choose a new or empty folder "
+                         "(nothing in it is replaced)")
+    for item, what in ((config, "--config"), (resume, "--resume")):
+        if item is not None and output.exists() and Path(item).resolve().is_relative_to(output.resolve()):
+            raise ValueError(f"{what} {item} lies inside --output {output}; choose another output folder")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``mrfa train`` with parsed arguments; returns the exit code."""
     from mrfa.training.trainer import NonFiniteLossError, Trainer
 
     cfg, resume = resolve_config(args)
     output = output_dir(args, resume)
-    if resume is None and (output / STATE_NAME).exists():
-        raise ValueError(f"{output} already holds a training state; pass --resume {output} to continue it or "
-                         f"choose another --output")
+    check_run_folder(output, resume, args.config)
     if args.dry_run:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         print(f"# output: {output}\n# resume: {resume if resume else 'no'}")
@@ -80,14 +97,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         if dist_info.is_main:
             output.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, output / "config.yaml")
         try:
             trainer = Trainer(cfg, output=output, dist_info=dist_info, resume=resume)
         except BaseException:
             # an error before training started: leave no run folder behind that this run created
-            if created and dist_info.is_main and {p.name for p in output.iterdir()} <= {"config.yaml"}:
+            if created and dist_info.is_main and output.is_dir() and not any(output.iterdir()):
                 shutil.rmtree(output, ignore_errors=True)
             raise
+        if dist_info.is_main:  # only once the run (or the resume) is accepted
+            save_config(cfg, output / "config.yaml", overwrite=resume is not None)
         trainer.fit()
     except NonFiniteLossError as err:
         print(f"mrfa train: stopped: {err}", file=sys.stderr)

@@ -80,7 +80,7 @@ class TrainLogger:
         self.writer.add_image(tag, image, step, dataformats="HWC")
         folder = self.output / "images"
         folder.mkdir(exist_ok=True)
-        write_image(folder / f"{tag.replace('/', '_')}_step_{step:08d}.png", image)
+        write_image(folder / f"{tag.replace('/', '_')}_step_{step:08d}.png", image, overwrite=True)
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -114,4 +114,4 @@ def _truncate_log(path: Path, start_step: int) -> None:
             continue
         kept.append(line)
     if changed:
-        atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+        atomic_write_text(path, "".join(ln + "\n" for ln in kept), overwrite=True)

@@ -114,4 +114,4 @@ def write_state(path: str | Path, *, config: dict, model: torch.nn.Module, optim
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "discriminator": None if discriminator is None else cpu(discriminator.state_dict()),
         "progress": dict(progress), "rng": rng,
-    }, path)
+    }, path, overwrite=True)  # the run's own state, rewritten at every save

@@ -360,7 +360,7 @@ class Trainer:
                         discriminator=self.discriminator, rng={"per_rank": rngs},
                         progress={"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                                   "samples_in_epoch": samples, "world_size": self.dist.world_size})
-            save_snapshot(self.output / SNAPSHOT_NAME, self.model, self.cfg, step=self.step)
+            save_snapshot(self.output / SNAPSHOT_NAME, self.model, self.cfg, overwrite=True, step=self.step)
         self._saved_step = self.step
 
     def _load(self, path: Path) -> None:
@@ -406,7 +406,7 @@ class Trainer:
             video = write_reconstruction_video(self.model, test, self.output / "reconstruction.mp4")
             summary.update(video)
             log.scalars(self.step, {"eval/video_l1": video["video_l1"]})
-        write_json(self.output / "summary.json", summary, indent=2)
+        write_json(self.output / "summary.json", summary, indent=2, overwrite=True)
         log.message(f"[mrfa train] done: step {self.step}, {wall:.0f} s, final losses "
                     + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
 

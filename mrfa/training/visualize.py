@@ -108,5 +108,5 @@ def write_reconstruction_video(model: torch.nn.Module, test_set: Any, path: Path
     model.train(was_training)
     zoom = max(1, 256 // frames.shape[1])  # small models: enlarge (pixel replication) to be watchable
     frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    write_video(path, frames, fps=fps)
+    write_video(path, frames, fps=fps, overwrite=True)  # the run's own preview, rewritten at each evaluation
     return {"video": str(path), "video_clip": item["name"], "video_l1": round(l1, 5)}
