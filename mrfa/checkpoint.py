@@ -8,6 +8,7 @@ Everything is read with ``torch.load(weights_only=True)`` and written atomically
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -41,6 +42,41 @@ def atomic_save(obj: Any, path: str | Path, *, overwrite: bool = False) -> None:
 # parameters (checked on the meta device, before anything is allocated). The official vox256 model has about
 # 30 M; 500 M (2 GB in fp32) leaves room for any sensible variant and refuses a small file that asks for ~10 GB.
 MAX_PARAMETERS = 500_000_000
+
+
+def estimate_forward_bytes(model: ModelConfig, batch: int = 1) -> int:
+    """A rough upper estimate of the working memory of one inference forward (bytes, fp32): the 4D correlation
+    volume and its pyramid at the motion grid (none with ``corr_mode: onthefly``) plus the per-level feature
+    maps of the generator and refiner (about twenty maps of each level's size live at once). Within a factor of
+    about two of the measured peak for the official vox256 model; meant to refuse what no machine holds."""
+    grid = int(model.image_size * model.dense_motion.scale_factor)
+    corr = 0 if model.refinement.corr_mode == "onthefly" else int(1.25 * grid ** 4 * 4)
+    g = model.generator
+    n = g.num_down_blocks
+    feats = sum(min(g.max_features, g.block_expansion * 2 ** (n - i)) * (model.image_size // 2 ** (n - i)) ** 2 * 4
+                for i in range(n + 1))
+    return batch * (corr + 20 * feats)
+
+
+def total_memory_bytes() -> int:
+    """Physical memory of this machine (0 where it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_memory(cfg: ExperimentConfig, path: Path) -> None:
+    """Refuse a checkpoint whose config asks for more working memory than this machine has.
+
+    Raises:
+        CheckpointError: the estimate (:func:`estimate_forward_bytes`) exceeds the physical memory.
+    """
+    need, have = estimate_forward_bytes(cfg.model), total_memory_bytes()
+    if have and need > have:
+        raise CheckpointError(f"{path}: its config (image_size {cfg.model.image_size}) needs about "
+                              f"{need / 2**30:.0f} GiB of working memory per frame and this machine has "
+                              f"{have / 2**30:.0f} GiB; refused before building the model")
 
 
 def _reason(err: BaseException, path: Path) -> str:
@@ -181,6 +217,7 @@ def load_checkpoint(path: str | Path, *, config: Optional[ExperimentConfig] = No
                                   f"(first: {', '.join(unknown[:5])})")
         cfg = config or infer_official_config(obj.get("model", obj))
     check_buildable(cfg, state, path)  # nothing is allocated before the config and the weights agree
+    check_memory(cfg, path)
     model = build_model(cfg)
     load_state_strict(model, state, path)
     model.eval()

@@ -1,6 +1,6 @@
 """The ``mrfa`` console script: ``mrfa {train,animate,reconstruct,crop,evaluate,convert} ...``.
 
-Each subcommand lives next to the code it drives and exposes ``add_arguments(parser)`` and
+Each subcommand is a module of :mod:`mrfa.commands` exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only mounts them (imports are lazy so ``mrfa --help`` stays fast).
 """
 from __future__ import annotations
@@ -16,58 +16,39 @@ from types import ModuleType
 from typing import Callable, Iterator, Optional
 
 
-def _train() -> ModuleType:
-    from mrfa.training import cli
-
-    return cli
-
-
-def _animate() -> ModuleType:
-    from mrfa.inference import cli_animate
-
-    return cli_animate
-
-
-def _reconstruct() -> ModuleType:
-    from mrfa.inference import cli_reconstruct
-
-    return cli_reconstruct
-
-
-def _crop() -> ModuleType:
-    from mrfa.inference import cli_crop
-
-    return cli_crop
-
-
-def _evaluate() -> ModuleType:
-    from mrfa.inference import cli_evaluate
-
-    return cli_evaluate
-
-
-def _export() -> ModuleType:
-    from mrfa.inference import cli_export
-
-    return cli_export
-
-
-def _convert() -> ModuleType:
-    from mrfa import convert
-
-    return convert
-
-
 # name -> (loader of the module with add_arguments(parser) and run(args), help); imports are lazy so that
 # `mrfa --help` stays fast and a command only loads what it needs
+def _command(name: str) -> Callable[[], ModuleType]:
+    """A loader of ``mrfa.commands.<name>`` (imported on first use)."""
+    def load() -> ModuleType:
+        if name == "train":
+            from mrfa.commands import train as module
+        elif name == "animate":
+            from mrfa.commands import animate as module
+        elif name == "reconstruct":
+            from mrfa.commands import reconstruct as module
+        elif name == "crop":
+            from mrfa.commands import crop as module
+        elif name == "evaluate":
+            from mrfa.commands import evaluate as module
+        elif name == "convert":
+            from mrfa.commands import convert as module
+        elif name == "export":
+            from mrfa.commands import export as module
+        else:
+            from mrfa.commands import app as module
+        return module
+    return load
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
-    "train": (_train, "train a model from a YAML config (also: python tools/train.py)"),
-    "animate": (_animate, "animate a source portrait with a driving video"),
-    "reconstruct": (_reconstruct, "same-identity reconstruction of a dataset + metrics"),
-    "crop": (_crop, "VoxCeleb-style face crop of an image or video"),
-    "evaluate": (_evaluate, "score predictions against ground truth (L1/PSNR/SSIM/LPIPS/AKD/AED/CSIM)"),
-    "convert": (_convert, "convert an official MRFA checkpoint into an mrfa snapshot"),
-    "export": (_export, "export a checkpoint as ONNX graphs for the onnxruntime backend"),
+    "train": (_command("train"), "train a model from a YAML config (also: python tools/train.py)"),
+    "animate": (_command("animate"), "animate a source portrait with a driving video"),
+    "reconstruct": (_command("reconstruct"), "same-identity reconstruction of a dataset + metrics"),
+    "crop": (_command("crop"), "VoxCeleb-style face crop of an image or video"),
+    "evaluate": (_command("evaluate"), "score predictions against ground truth (L1/PSNR/SSIM/LPIPS/AKD/AED/CSIM)"),
+    "convert": (_command("convert"), "convert an official MRFA checkpoint into an mrfa snapshot"),
+    "export": (_command("export"), "export a checkpoint as ONNX graphs for the onnxruntime backend"),
 }
 
 

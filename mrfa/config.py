@@ -59,7 +59,7 @@ class ConfigError(ValueError):
 # ----------------------------------------------------------------------------------------------- model
 @dataclass
 class MTIAConfig:
-    """MTIA detector = HRNet stem + keypoint-token transformer (spec 3.1). Official values are the defaults."""
+    """MTIA detector = HRNet stem + keypoint-token transformer. Official values are the defaults."""
 
     stem_channels: int = 64
     layer1_blocks: int = 4
@@ -637,7 +637,7 @@ def mtia_kwargs_from_official(model_cfg: dict[str, Any]) -> dict[str, Any]:
 def from_official(official: dict, source: str = "<official config>") -> ExperimentConfig:
     """Translate the official MRFA YAML layout (vox1.yaml / celebvhq.yaml) into our schema.
 
-    Reads the keys the official code uses (spec section 2) and ignores the ones it never reads.
+    Reads the keys the official code uses and ignores the ones it never reads.
     """
     try:
         tp = official["train_params"]

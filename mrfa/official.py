@@ -1,4 +1,4 @@
-"""Official MRFA state_dict keys <-> ours (a prefix rename; spec section 12)."""
+"""Official MRFA state_dict keys <-> ours (a prefix rename)."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,4 @@
-"""Animation / reconstruction API and CLIs (issue 4): input kinds, outputs, caching, best frame, errors.
+"""Animation / reconstruction API and CLIs: input kinds, outputs, caching, best frame, errors.
 
 Tiny 64 px model on CPU; media are made on the fly with imageio and the imageio-ffmpeg binary (lavfi).
 The relative / adapt-scale semantics themselves are checked against the official fixture in test_parity.py.

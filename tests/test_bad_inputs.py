@@ -1,6 +1,6 @@
 """Bad input, hostile files and interruptions: every command answers with one clear line and loses nothing.
 
-Table-driven (issue 13). Each case runs one ``mrfa`` command in-process on tiny media made here and asserts:
+Table-driven. Each case runs one ``mrfa`` command in-process on tiny media made here and asserts:
 the exit code; for errors, the last stderr line is ``mrfa CMD: error: ...`` and names the thing; no traceback;
 every input file is byte-identical afterwards (checksums); no existing file changed unless ``--overwrite`` was
 given; no partial output (hidden ``.partial-*`` siblings) is left behind. Interruptions (SIGINT / SIGTERM) run in
@@ -211,7 +211,10 @@ CASES = [
          never=("Traceback", "ffmpeg version", "configuration:")),
     Case("animate_truncated_driving", lambda m, o: _anim(m, o, drv="trunc"), 0, ("wrote",),
          warns=("truncated",)),
-    Case("animate_fps_zero", lambda m, o: _anim(m, o, "--fps", "0"), 1, ("--fps", "positive")),
+    Case("animate_fps_zero", lambda m, o: _anim(m, o, "--fps", "0"), 1, ("--fps", "between 0.01 and 1000")),
+    Case("animate_fps_huge", lambda m, o: _anim(m, o, "--fps", "1e9"), 1, ("--fps", "between 0.01 and 1000")),
+    Case("animate_fps_tiny", lambda m, o: _anim(m, o, "--fps", "1e-9"), 1, ("--fps", "between 0.01 and 1000"),
+         absent=("out.mp4",)),
     Case("animate_batch_zero", lambda m, o: _anim(m, o, "--batch-size", "0"), 1, ("--batch-size",)),
     Case("animate_source_16bit", lambda m, o: _anim(m, o, src="src16"), 0, ("wrote",), warns=("upscaled",)),
     Case("animate_source_grey", lambda m, o: _anim(m, o, src="grey"), 0, ("wrote",)),
@@ -662,3 +665,25 @@ def test_pairs_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.csv"
     pairs.write_bytes("\ufeffsource,driving\na.png,b.mp4\n".encode("utf-8"))
     assert read_pairs(pairs) == [{"source": "a.png", "driving": "b.mp4"}]
+
+
+def test_checkpoint_asking_for_more_memory_than_the_machine_is_refused(media: dict[str, Path], monkeypatch) -> None:
+    import mrfa.checkpoint as ck
+
+    need = ck.estimate_forward_bytes(load_config(TINY).model)
+    monkeypatch.setattr(ck, "total_memory_bytes", lambda: need // 2)
+    with pytest.raises(CheckpointError, match="working memory"):
+        mrfa.load_checkpoint(media["ckpt"])
+    big = load_config(REPO / "configs" / "vox256.yaml").model
+    big.image_size = 1024  # the official model at 1024 px: about 30 GiB per frame
+    assert ck.estimate_forward_bytes(big) > 25 * 2**30
+
+
+def test_a_1000_fps_video_keeps_its_rate(tmp_path: Path) -> None:
+    from mrfa.media.ffmpeg import exe, file_arg
+    from mrfa.media.video import video_info
+
+    fast = tmp_path / "fast.mp4"  # ffmpeg's probe prints "1k fps" for it
+    subprocess.run([exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x64:r=1000:d=0.02", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", file_arg(fast)], check=True)
+    assert video_info(fast).fps == 1000.0

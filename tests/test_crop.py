@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from real_data import real_path
 
-from mrfa.inference.cli_crop import add_arguments as add_crop_arguments
-from mrfa.inference.cli_crop import run as run_crop
+from mrfa.commands.crop import add_arguments as add_crop_arguments
+from mrfa.commands.crop import run as run_crop
 from mrfa.media import face as face_mod
 from mrfa.media.convert import to_rgb_uint8 as as_rgb_uint8
 from mrfa.media.crop import (

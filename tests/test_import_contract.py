@@ -10,9 +10,11 @@ above it:
     4  builders
     5  checkpoint
     6  data | metrics
-    7  training | inference | convert
-    8  cli                                    (the console front end)
-    9  __main__                               (python -m mrfa)
+    7  training | inference                  (libraries: no argument parsing)
+    8  app                                    (the web page, a library over inference)
+    9  commands                               (the command-line wing: one module per mrfa command)
+   10  cli                                    (the console front end, mounts the commands)
+   11  __main__                               (python -m mrfa)
 
 Also: no module imports the package ``__init__`` (``import mrfa`` / ``from mrfa import X`` / ``from . import X``
 at the top), no string in the code names an mrfa module path (lazy imports are written as imports), and the
@@ -37,7 +39,7 @@ LAYERS: dict[str, int] = {
     "checkpoint": 5,
     "data": 6, "metrics": 6,
     "training": 7, "inference": 7,
-    "convert": 7, "cli": 8, "__main__": 9,
+    "app": 8, "commands": 9, "cli": 10, "__main__": 11,
 }
 MODULE_STRING = re.compile(r"^mrfa(\.[a-z_][a-z0-9_]*)+(:[A-Za-z_]\w*)?$")
 
@@ -169,3 +171,15 @@ def test_contract_catches_a_cycle(tmp_path: Path) -> None:
     (root / "media" / "a.py").write_text("from .b import x\n")
     (root / "media" / "b.py").write_text("from .a import y\n")
     assert any("import cycle" in p for p in check_package(root))
+
+
+def test_only_the_command_wing_parses_arguments() -> None:
+    """inference/, training/ and the rest are libraries: argparse appears only in commands/ and cli.py."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ("commands",) or rel.name in ("cli.py", "__main__.py"):
+            continue
+        if re.search(r"^\s*(import argparse|from argparse import)", path.read_text(), flags=re.M):
+            found.append(str(rel))
+    assert not found, found

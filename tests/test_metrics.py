@@ -13,7 +13,7 @@ import pytest
 import torch
 from real_data import real_path
 
-from mrfa.inference import cli_evaluate as ev
+from mrfa.commands import evaluate as ev
 from mrfa.media.face import backend_status
 from mrfa.media.video import discover_videos, read_named_frames
 from mrfa.media.writer import write_json

@@ -44,7 +44,7 @@ def test_every_config_loads_strictly(path):
 
 def test_official_sized_model_parameter_count():
     model = mrfa.build_model(load_config(ROOT / "configs" / "vox256.yaml"))
-    # spec section 3: 114,339,206 without VGG, of which 49,152 are the fixed sine embedding (a buffer here)
+    # the official vox256 model: 114,339,206 without VGG, of which 49,152 are the fixed sine embedding (a buffer here)
     assert sum(p.numel() for p in model.parameters()) == 114_339_206 - 49_152
 
 

@@ -1,4 +1,4 @@
-"""Head pose, expression and cross-identity protocol (issue 12): ground truth, self-evaluation, bad pair rows."""
+"""Head pose, expression and cross-identity protocol: ground truth, self-evaluation, bad pair rows."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ import torch
 from real_data import real_path
 
 import mrfa
-from mrfa.inference import cli_evaluate as ev
+from mrfa.commands import evaluate as ev
 from mrfa.media.face import backend_status
 from mrfa.metrics.pose import (
     MODEL,

@@ -1,4 +1,4 @@
-"""Benchmark MRFA's correlation path (issue 5): time and peak memory, forward and forward+backward.
+"""Benchmark MRFA's correlation path: time and peak memory, forward and forward+backward.
 
 Variants of the whole correlation path of one forward (volume/features -> 6 lookups on the official schedule):
   A    official construction: full volume, then at every iteration pool over the driving grid, copy to

@@ -1,6 +1,6 @@
 """Train MRFA from a YAML config: ``python tools/train.py --config configs/demo.yaml [--set k=v ...]
 [--output DIR] [--resume DIR_or_CKPT] [--device cpu|cuda] [--dry-run]``; multi-GPU with
-``torchrun --nproc_per_node=N tools/train.py ...``. The same as ``mrfa train`` (mrfa/training/cli.py)."""
+``torchrun --nproc_per_node=N tools/train.py ...``. The same as ``mrfa train`` (mrfa/commands/train.py)."""
 from __future__ import annotations
 
 import sys

@@ -5,7 +5,7 @@ Layout: ``root/{train,test}/<video>`` where a video is an mp4/mov/avi/webm/mkv/g
 (FOMM names these folders ``*.mp4`` too) or a horizontal PNG/JPG strip. Files ending in ``.motion.npy`` (ground
 truth of the synthetic set) and files with other suffixes (csv, json, txt ...) are ignored.
 
-Semantics follow the official code (spec section 8):
+Semantics follow the official code:
 
 * ``id_sampling``: the training items are identities, the part of the video name before the first ``#`` (or
   its first ``split_len`` characters); each access picks a random video of that identity. Unlike the official

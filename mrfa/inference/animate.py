@@ -1,5 +1,5 @@
 """Reenactment and same-identity reconstruction with a trained MRFA (the inference use of paper Fig. 2; the
-official ``demo.py`` / ``reconstruction.py``, spec sections 9-11), as a Python API.
+official ``demo.py`` / ``reconstruction.py``), as a Python API.
 
 :class:`Animator` wraps a model: inputs of any size and kind are turned into square ``S x S`` frames (a face
 crop box, or by default the centred square, resized to the model's ``S``), the source encoding (keypoints,

@@ -1,4 +1,4 @@
-"""Same-identity reconstruction of a dataset (the official ``reconstruction.py``; spec section 11).
+"""Same-identity reconstruction of a dataset (the official ``reconstruction.py``).
 
 Evaluation box of the paper: for every test video, frame 0 is the source and every frame 0..T-1 drives it with
 absolute keypoints; the prediction is compared with the driving frame. Written per run::

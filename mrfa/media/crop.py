@@ -1,5 +1,5 @@
 """VoxCeleb-style square face crops for images and videos (the ``mrfa crop`` command is
-:mod:`mrfa.inference.cli_crop`).
+:mod:`mrfa.commands.crop`).
 
 Not a paper box: this is the data front end that makes user inputs look like MRFA's training data
 (VoxCeleb-256, ``video-preprocessing/crop_vox.py``): the union of the face boxes over a clip,

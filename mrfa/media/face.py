@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 # Calibration of the landmark-derived Vox face box (dlib backend). With L the bounding box of the 68
 # landmarks and s = max(L.width, L.height), the face box is the square of side DLIB_BOX_SCALE * s
-# centred at (L.cx, L.cy - DLIB_BOX_SHIFT * s). Measured on shared/data/real: for the exact
+# centred at (L.cx, L.cy - DLIB_BOX_SHIFT * s). Measured on real face footage: for the exact
 # VoxCeleb-256 clips fomm_demo_old/{00,04,08,10}.mp4 the per-clip median of
 # frame_side / (1.2 * s) is 1.30 / 1.49 / 1.43 / 1.49 and of (L.cy - frame_cy) / s is 0.18 / 0.21 /
 # 0.11 / 0.16; for the Vox-like stills fomm_demo_old/{05,11,12}.png they are 1.60 / 1.47 / 1.48 and

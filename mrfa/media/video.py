@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,12 +248,12 @@ def _ffmpeg_probe(path: Path) -> VideoInfo:
         reason = log.strip().splitlines()[-1] if log.strip() else f"ffmpeg exit code {proc.returncode}"
         raise VideoReadError(f"could not open video {path}: {reason}")
     size = re.search(r", (\d{1,5})x(\d{1,5})[,\s\[]", video_line + " ")
-    fps = re.search(r"([\d.]+) fps", video_line) or re.search(r"([\d.]+) tbr", video_line)
+    fps = re.search(r"([\d.]+)(k?) fps", video_line) or re.search(r"([\d.]+)(k?) tbr", video_line)
     counts = re.findall(r"frame=\s*(\d+)", log)
     return VideoInfo(
         kind="ffmpeg",
         num_frames=int(counts[-1]) if counts else 0,
-        fps=float(fps.group(1)) if fps else None,
+        fps=float(fps.group(1)) * (1000 if fps.group(2) else 1) if fps else None,  # ffmpeg prints "1k fps"
         width=int(size.group(1)) if size else 0,
         height=int(size.group(2)) if size else 0,
         has_audio=bool(re.search(r"Stream #.*Audio:", log)),

@@ -1,7 +1,7 @@
 """LPIPS perceptual distance (Zhang et al. 2018, v0.1) with an offline torch backend.
 
 Evaluation box of the paper: the LPIPS column of the reconstruction table (the official
-script uses ``lpips.LPIPS(net='vgg')``, see spec section 11).
+``reconstruction.py`` scores with ``lpips.LPIPS(net='vgg')``).
 
 Two backends compute the same quantity:
 

@@ -1,4 +1,4 @@
-"""FOMM local-affine motion prior (MRFA's "prior motion", spec section 3.2).
+"""FOMM local-affine motion prior (MRFA's "prior motion").
 
 Keypoints and jacobians give K local affine motions plus a background motion; an hourglass predicts
 their soft assignment (mask) and an occlusion logit map on the motion grid (image / 4).
@@ -69,7 +69,7 @@ class DenseMotionNetwork(nn.Module):
                 bg_param: Optional[Tensor] = None, dropout_p: float = 0.0,
                 prior_input: Optional[Tensor] = None) -> DenseMotion:
         """source: [B, C, H, W] full resolution (or ``prior_input``, its cached :meth:`prepare_source`);
-        returns grids/logits at H*scale (spec 3.2)."""
+        returns grids/logits at H*scale."""
         del dropout_p  # only the TPS prior uses component dropout
         src = self.prepare_source(source) if prior_input is None else prior_input  # [B, C, h, w]
         b, c, h, w = src.shape

@@ -1,4 +1,4 @@
-"""Shared flow updater (spec 4.2): motion encoder + refine head, no GRU, one update per level."""
+"""Shared flow updater: motion encoder + refine head, no GRU, one update per level."""
 from __future__ import annotations
 
 import torch

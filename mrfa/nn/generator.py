@@ -1,4 +1,4 @@
-"""Occlusion-aware U-Net generator with encode / decode over multi-scale warped features (spec 4.4)."""
+"""Occlusion-aware U-Net generator with encode / decode over multi-scale warped features."""
 from __future__ import annotations
 
 from typing import Optional

@@ -1,4 +1,4 @@
-"""HRNet stem of the MTIA keypoint detector (paper Fig. 2, "keypoint detector" box; spec section 3.1).
+"""HRNet stem of the MTIA keypoint detector (paper Fig. 2, "keypoint detector" box).
 
 The high-resolution backbone that feeds TokenPose-B: a stride-4 stem, one ResNet ``layer1`` of
 Bottlenecks, then two multi-resolution stages (``stage2``, ``stage3``) joined by transition layers.
@@ -8,8 +8,8 @@ official HRNET_base of TokenPose does (the last ``stage3`` module fuses into bra
 Sub-module names follow the official state_dict (``conv1``, ``layer1.0.downsample.1``,
 ``transition1.1.0.0``, ``stage2.0.branches.1.3.conv2``, ``stage3.3.fuse_layers.0.2.0`` ...), so
 official weights load after stripping the ``encoder.pre_feature.`` prefix. All convolutions are
-bias-free, BatchNorm uses momentum 0.1 and eps 1e-5, fuse upsampling is nearest (spec section 18,
-item 9). Default PyTorch init (the official ``INIT_WEIGHTS`` is False, so it never re-inits).
+bias-free, BatchNorm uses momentum 0.1 and eps 1e-5, fuse upsampling is nearest (as the
+official ``HighResolutionModule`` does). Default PyTorch init (the official ``INIT_WEIGHTS`` is False, so it never re-inits).
 """
 from __future__ import annotations
 

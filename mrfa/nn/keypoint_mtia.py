@@ -1,4 +1,4 @@
-"""MTIA keypoint detector: HRNet stem + TokenPose-B keypoint-token transformer (spec section 3.1).
+"""MTIA keypoint detector: HRNet stem + TokenPose-B keypoint-token transformer.
 
 The default keypoint detector ("keypoint detector" box of the MRFA paper, Fig. 2). The HRNet
 feature map (1/4 resolution) is cut into non-overlapping patches, embedded linearly and given a

@@ -154,7 +154,7 @@ class MRFA(nn.Module):
                 adapt_scale: bool = False, relative_jacobian: Optional[bool] = None,
                 source_encoding: Optional[SourceEncoding] = None, kp_driving_initial: Optional[Keypoints] = None,
                 scale: Optional[Tensor] = None, kp_driving: Optional[Keypoints] = None) -> MRFAOutput:
-        """Reenact ``source`` with the motion of ``driving`` relative to ``driving_initial`` (spec 10).
+        """Reenact ``source`` with the motion of ``driving`` relative to ``driving_initial``.
 
         As the official demo: no background motion; relative jacobians whenever the detector has them
         (``relative_jacobian=None``). Pass a cached ``source_encoding`` / ``kp_driving_initial`` / adapt-scale

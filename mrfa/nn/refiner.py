@@ -1,4 +1,4 @@
-"""Motion refinement (the official ``RaftFlow`` minus its generator; spec 3.3, 4.1-4.3, 4.6).
+"""Motion refinement (the official ``RaftFlow`` minus its generator).
 
 Coarse-to-fine over the generator levels (8..256 px at 256): each level restarts from the resized prior
 flow plus the accumulated residuals of all coarser levels (Eq. 7), looks up the structure correlation
@@ -98,7 +98,7 @@ class MotionRefiner(nn.Module):
 
     # ------------------------------------------------------------------ lookup
     def _lookup(self, pyramids: CorrelationState, flow: Tensor) -> Tensor:
-        """Correlation features [B, L*(2r+1)^2, r, r] around ``flow`` (spec 4.1).
+        """Correlation features [B, L*(2r+1)^2, r, r] around ``flow``.
 
         Grids up to the motion grid g look up the volume pooled over the driving grid by f = g / r; finer
         grids look up at g and resize the features. ``pyramids`` holds everything prebuilt for this forward.

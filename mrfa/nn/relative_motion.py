@@ -1,4 +1,4 @@
-"""Relative motion transfer for reenactment (the official ``normalize_kp``; spec section 10)."""
+"""Relative motion transfer for reenactment (the official ``normalize_kp``)."""
 from __future__ import annotations
 
 from typing import Optional

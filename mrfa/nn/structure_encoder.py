@@ -1,4 +1,4 @@
-"""Structure encoders (spec 3.3): keypoint heatmaps (+ positional embedding, + image for the source)
+"""Structure encoders: keypoint heatmaps (+ positional embedding, + image for the source)
 -> hourglass -> 1x1 head, giving the driving queries and source keys of the correlation volume."""
 from __future__ import annotations
 

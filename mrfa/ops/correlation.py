@@ -1,4 +1,4 @@
-"""All-pairs 4D structure correlation volume and its pyramids (MRFA section 3.3 / spec section 4.1).
+"""All-pairs 4D structure correlation volume and its pyramids (MRFA section 3.3; the official ``CorrBlock``).
 
 The volume correlates driving-structure queries with source-structure keys on the motion grid
 (size/4, 64x64 at 256 px). For each iteration the official code handles it as one source map per

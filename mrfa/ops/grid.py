@@ -1,6 +1,6 @@
 """Coordinate conventions used by MRFA, in one place.
 
-Two conventions coexist in the official model (spec section 5.1), and both are reproduced:
+Two conventions coexist in the official model, and both are reproduced:
 
 * normalised grids in [-1, 1] read by ``grid_sample(align_corners=False)``: the dense-motion prior
   (``deformation``), the coarse feature warp and the equivariance transform;
@@ -64,8 +64,8 @@ def resize_grid(grid: Tensor, size: int) -> Tensor:
 def grid_to_pixel_flow(grid: Tensor) -> Tensor:
     """Normalised grid [B, h, w, 2] -> pixel flow [B, 2, h, w] with ``(n - 1) (g + 1) / 2 - id``.
 
-    This is the official conversion (an align_corners=True reading of an align_corners=False grid;
-    spec section 5.1, reproduced as is).
+    This is the official conversion (an align_corners=True reading of an align_corners=False grid, which the
+    official ``convert_flow_to_deformation`` does; reproduced as is).
     """
     b, h, w, _ = grid.shape
     scale = torch.tensor([w - 1, h - 1], device=grid.device, dtype=grid.dtype)

@@ -1,4 +1,4 @@
-"""Training objective (paper Sec. 3.4 "Training losses"; official ``MRFA.forward(is_train=True)``, spec 6).
+"""Training objective (paper Sec. 3.4 "Training losses"; official ``MRFA.forward(is_train=True)``).
 
 ``TrainingObjective(source, driving, epoch=..., transform=...)`` runs the model and returns a dict of
 *weighted* loss terms plus the model output (the detectron2 / timm "loss dict" contract: the trainer sums

@@ -1,4 +1,4 @@
-"""The training loop (paper Sec. 4 "Implementation details"; official ``train.py``, spec 7), plus what the
+"""The training loop (paper Sec. 4 "Implementation details"; official ``train.py``), plus what the
 official trainer lacks: single-process CPU/GPU runs, mixed precision, channels_last, ``torch.compile``,
 gradient accumulation, bit-exact resume and a NaN/inf guard.
 

@@ -1,4 +1,4 @@
-"""Correlation-pyramid lookup (spec 4.1): ``corr_lookup`` dispatches to an implementation.
+"""Correlation-pyramid lookup: ``corr_lookup`` dispatches to an implementation.
 
 * ``torch``: the pure-PyTorch reference (``reference.py``, grid_sample per level): the specification,
   the CPU path and the oracle.

@@ -1,4 +1,4 @@
-"""Build / load the CUDA extension of the fused correlation lookup (spec 4.1 lookup; packaging).
+"""Build / load the CUDA extension of the fused correlation lookup (packaging).
 
 Compiled on first CUDA use with ``torch.utils.cpp_extension.load`` into a cache directory keyed by the
 PyTorch / CUDA versions, the GPU architecture and a hash of the sources

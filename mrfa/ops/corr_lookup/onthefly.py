@@ -1,4 +1,4 @@
-"""Memory-light correlation lookup: correlations computed on the fly from features (spec 4.1, our option).
+"""Memory-light correlation lookup: correlations computed on the fly from features (our option; the official code materialises the volume).
 
 Same outputs as building the 4D volume and looking it up (:func:`corr_lookup_reference`), without ever
 materialising a volume: for every query and level only the (2r+2)^2 integer window positions around its

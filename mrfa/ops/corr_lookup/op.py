@@ -1,4 +1,4 @@
-"""``torch.library`` registration of the fused correlation lookup (spec 4.1 lookup; works with torch.compile).
+"""``torch.library`` registration of the fused correlation lookup (works with torch.compile).
 
 ``mrfa::corr_lookup(levels, coords, radius)`` and its backward ``mrfa::corr_lookup_backward`` are custom
 ops: the CUDA kernels come from the extension (:mod:`.build`, compiled on the first CUDA call), every other

@@ -1,4 +1,4 @@
-"""Window-stencil correlation lookup in PyTorch: the fused kernel's algorithm, op for op (spec 4.1 lookup).
+"""Window-stencil correlation lookup in PyTorch: the fused kernel's algorithm, op for op.
 
 For a query with level coordinates (x, y) the lookup only ever reads the (2r+2)^2 integer positions
 ``floor(x) - r .. floor(x) + r + 1`` (same in y) of its own source map. Gathering that window once and

@@ -1,4 +1,4 @@
-"""Triton kernels of the fused correlation lookup (spec 4.1 lookup): the CUDA kernel's algorithm, no toolkit.
+"""Triton kernels of the fused correlation lookup: the CUDA kernel's algorithm, no toolkit.
 
 Same contract as ``mrfa::corr_lookup`` (see :mod:`.op`): levels l [B, Q, H_l, W_l] (float64/32/16, bfloat16),
 coords [B, 2, h, w] with h*w = Q in the accumulation dtype (float64 for float64 levels, else float32),

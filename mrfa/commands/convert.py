@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from .checkpoint import convert_official
-from .config import load_config, load_official_config
-from .media.writer import check_output
+from mrfa.checkpoint import convert_official
+from mrfa.config import load_config, load_official_config
+from mrfa.media.writer import check_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

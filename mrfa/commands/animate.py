@@ -1,4 +1,4 @@
-"""``mrfa animate``: reenact a portrait with a driving video (the official ``demo.py``, spec sections 9-10).
+"""``mrfa animate``: reenact a portrait with a driving video (the official ``demo.py``).
 
 Not a paper box: the command-line front end of :class:`mrfa.inference.animate.Animator`. Compared with the
 official demo it runs on CPU or GPU, takes inputs of any size / kind, streams the driving video in batches,
@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
+from tqdm import tqdm
 
-from mrfa.inference.animate import AnimatedFrame, Animator, centre_box, iter_frames, load_image, square_frame
-from mrfa.inference.engine import add_engine_arguments, check_engine, engine_from_args
+from mrfa.commands.options import add_engine_arguments, engine_from_args
+from mrfa.inference.animate import Animator, load_image
+from mrfa.inference.engine import check_engine
+from mrfa.inference.pipeline import MAX_FPS, MIN_FPS, AnimateRequest, animate_to_file, check_driving
 from mrfa.inference.smoothing import smoothing_from_text
-from mrfa.media import face
-from mrfa.media.crop import CropBox, crop_box_for_image, crop_box_for_video
-from mrfa.media.draw import draw_keypoints
-from mrfa.media.paste import paste_back
-from mrfa.media.video import FrameBuffer, VideoReadError, resize_frame, video_info, video_kind
-from mrfa.media.writer import FrameWriter, check_output, output_kind
+from mrfa.media.video import check_image_size, video_info
+from mrfa.media.writer import check_output, output_kind
 from mrfa.utils.device import resolve_device
 from mrfa.utils.warnings import RunWarnings
 
@@ -92,36 +90,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def check_driving(path: Path) -> None:
-    """Fail early, with one sentence, for a missing / non-video / empty driving input."""
-    if video_kind(path) == "strip":
-        raise ValueError(f"driving video {path} is an image; expected a video (mp4/mov/webm/mkv/avi/gif) or a "
-                         "folder of frames")
-    if video_info(path).num_frames == 0:
-        raise VideoReadError(f"driving video {path} contains no frames")
-
-
-# ------------------------------------------------------------------------------------------ rendering
-def visualize(frame: AnimatedFrame, source: np.ndarray, pasted: Optional[np.ndarray] = None) -> np.ndarray:
-    """``source | driving | result`` panels (``uint8 [S, 3S(+w), 3]``) with keypoints; ``pasted`` (the full
-    paste-back frame) is resized to height S and appended."""
-    panels = [draw_keypoints(source, frame.kp_source), draw_keypoints(frame.driving, frame.kp_driving),
-              draw_keypoints(frame.prediction, frame.kp_result)]
-    if pasted is not None:
-        size = source.shape[0]
-        width = max(2, int(round(pasted.shape[1] * size / pasted.shape[0] / 2)) * 2)
-        panels.append(resize_frame(pasted, (size, width)))
-    return np.concatenate(panels, axis=1)
-
-
 # ------------------------------------------------------------------------------------------ command
 def _check_args(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.best_frame is not None and args.best_frame < 0:
         raise ValueError(f"--best-frame must be >= 0, got {args.best_frame}")
-    if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
-        raise ValueError(f"--fps must be a positive number, got {args.fps:g}")
+    if args.fps is not None and not (np.isfinite(args.fps) and MIN_FPS <= args.fps <= MAX_FPS):
+        raise ValueError(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {args.fps:g}")
     if args.detect_stride < 1:
         raise ValueError(f"--detect-stride must be >= 1, got {args.detect_stride}")
     if not 0.0 <= args.feather <= 0.5:
@@ -138,10 +114,8 @@ def run(args: argparse.Namespace) -> int:
     check_engine(engine, resolve_device(args.device))  # before anything is read
     source_path, driving_path, output = Path(args.source), Path(args.driving), Path(args.output)
     check_output(output, inputs=[source_path, driving_path, args.checkpoint, args.config], overwrite=args.overwrite)
-    kind = output_kind(output)
-    src_full = load_image(source_path, "source")
+    load_image(source_path, "source")  # input errors before the model is loaded
     check_driving(driving_path)
-    info = video_info(driving_path)
     warn = RunWarnings("mrfa animate")
     config = None
     if args.config:
@@ -150,62 +124,37 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     animator = Animator.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
                                         config=config, cache_mb=args.cache_mb, engine=engine)
-    if min(src_full.shape[:2]) < animator.image_size:
-        warn("upscaled_source", f"the source {source_path} ({src_full.shape[1]}x{src_full.shape[0]}) is smaller "
-                                f"than the model's {animator.image_size} px and is upscaled")
-    detector = face.choose_detector(args.detector) if args.crop != "none" or args.find_best_frame else None
-    source_box: Optional[CropBox] = None
-    driving_box: Optional[CropBox] = None
-    driving: object = driving_path
-    decodes = 0
-    if args.crop in ("both", "source"):
-        source_box = crop_box_for_image(src_full, detector=detector, name=f"source {source_path}")
-    if args.crop in ("both", "driving"):
-        # the tracking pass keeps the full-size frames for the later passes when the whole clip fits the cache
-        # (decided from the header, so a clip that does not fit costs no memory at all)
-        full_size = info.num_frames * info.width * info.height * 3
-        kept = FrameBuffer(int(args.cache_mb * 2**20) if 0 < full_size <= args.cache_mb * 2**20 else 0)
-        driving_box = crop_box_for_video(kept.tap(iter_frames(driving_path)), detector=detector,
-                                         stride=args.detect_stride, name=f"driving video {driving_path}")
-        decodes += 1
-        if kept.complete and kept.frames:
-            driving = kept.frames
-    paste_box = source_box if source_box is not None else centre_box(*src_full.shape[:2])
-    fps = args.fps or info.fps or DEFAULT_FPS
-    audio = kind == "video" and not args.no_audio and info.has_audio
-    source_sq = square_frame(src_full, animator.image_size, source_box)
-    count, bad = 0, 0
-    with FrameWriter(output, fps=fps, audio_from=driving_path if audio else None, overwrite=args.overwrite) as writer:
-        frames = animator.frames(src_full, driving, relative=args.relative, adapt_scale=args.adapt_scale,
-                                 best_frame=args.best_frame, find_best_frame=args.find_best_frame,
-                                 detector=detector, source_box=source_box, driving_box=driving_box,
-                                 keypoints=args.visualize, progress=not args.quiet, total=info.num_frames or None,
-                                 smoothing=smoothing_from_text(args.smooth), fps=fps)
-        for frame in frames:
-            bad += not frame.finite
-            pasted = paste_back(src_full, frame.prediction, paste_box, feather=args.feather) if args.paste_back \
-                else None
-            if args.visualize:
-                image = visualize(frame, source_sq, pasted)
-            else:
-                image = pasted if pasted is not None else frame.prediction
-            writer.write(image)
-            count += 1
-        if bad == count:
-            raise ValueError(f"the model {args.checkpoint} produced NaN / inf for every frame (are its weights "
-                             "finite?); nothing was written")
-    decodes += animator.driving_passes if driving is driving_path else 0
-    if bad:
-        warn("nonfinite_frames", f"{bad} of {count} frames contained NaN / inf model outputs")
-    if info.num_frames and count < info.num_frames:
-        warn("truncated_driving", f"the driving video {driving_path} announces {info.num_frames} frames but only "
-                                  f"{count} could be decoded (a truncated file?)")
-    if audio and writer.audio_error:
-        warn("audio_not_copied", writer.audio_error)
-    details = [f"{count} frames", f"{fps:g} fps" if kind != "frames" else "PNG frames",
-               "with audio" if audio and writer.audio_muxed else "no audio",
-               f"reference frame {animator.reference_frame}", f"driving decoded {decodes}x"]
-    if source_box is not None or driving_box is not None:
-        details.append(f"crop boxes source={source_box} driving={driving_box}")
+    src_size = check_image_size(source_path)  # (width, height) from the header
+    if min(src_size) < animator.image_size:
+        warn("upscaled_source", f"the source {source_path} ({src_size[0]}x{src_size[1]}) is smaller than the "
+                                f"model's {animator.image_size} px and is upscaled")
+    request = AnimateRequest(source=source_path, driving=driving_path, output=output, relative=args.relative,
+                             adapt_scale=args.adapt_scale, best_frame=args.best_frame,
+                             find_best_frame=args.find_best_frame, smoothing=smoothing_from_text(args.smooth),
+                             crop=args.crop, paste_back=args.paste_back, feather=args.feather,
+                             visualize=args.visualize, detector=args.detector, detect_stride=args.detect_stride,
+                             fps=args.fps, audio=not args.no_audio, overwrite=args.overwrite, cache_mb=args.cache_mb)
+    bar = None if args.quiet else tqdm(total=video_info(driving_path).num_frames or None, unit="frame",
+                                       desc="animate", leave=False)
+    try:
+        result = animate_to_file(animator, request, progress=None if bar is None else lambda done, total:
+                                 bar.update(done - bar.n))
+    finally:
+        if bar is not None:
+            bar.close()
+    if result.nonfinite_frames:
+        warn("nonfinite_frames", f"{result.nonfinite_frames} of {result.frames} frames contained NaN / inf model "
+                                 "outputs")
+    if result.announced_frames and result.frames < result.announced_frames:
+        warn("truncated_driving", f"the driving video {driving_path} announces {result.announced_frames} frames "
+                                  f"but only {result.frames} could be decoded (a truncated file?)")
+    if result.audio_requested and result.audio_error:
+        warn("audio_not_copied", result.audio_error)
+    kind = output_kind(output)
+    details = [f"{result.frames} frames", f"{result.fps:g} fps" if kind != "frames" else "PNG frames",
+               "with audio" if result.audio_requested and result.audio_muxed else "no audio",
+               f"reference frame {result.reference_frame}", f"driving decoded {result.decodes}x"]
+    if result.source_box is not None or result.driving_box is not None:
+        details.append(f"crop boxes source={result.source_box} driving={result.driving_box}")
     print(f"mrfa animate: wrote {output} ({', '.join(details)})" + warn.summary())
     return 0

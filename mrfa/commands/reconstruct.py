@@ -1,4 +1,4 @@
-"""``mrfa reconstruct``: same-identity reconstruction of a dataset with L1 / PSNR / SSIM (spec section 11).
+"""``mrfa reconstruct``: same-identity reconstruction of a dataset with L1 / PSNR / SSIM.
 
 Not a paper box: the command-line front end of :func:`mrfa.inference.reconstruct.reconstruct` (frame 0 of each
 test video is the source, every frame drives). Writes ``OUT/png/<video>/*.png`` (8-bit), ``OUT/mp4/<video>.mp4``
@@ -6,7 +6,7 @@ and ``OUT/metrics.json``; ``mrfa evaluate --pred OUT/png --gt ROOT/test`` adds L
 
 Example::
 
-    mrfa reconstruct --checkpoint runs/demo/snapshot.pt --data ../shared/data/real/vox256-mini --output recon
+    mrfa reconstruct --checkpoint runs/demo/snapshot.pt --data data/vox256 --output recon
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mrfa.inference.engine import add_engine_arguments, engine_from_args
+from mrfa.commands.options import add_engine_arguments, engine_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mrfa.commands.animate import add_motion_arguments
+from mrfa.commands.options import add_engine_arguments, engine_from_args
 from mrfa.inference.animate import Animator
-from mrfa.inference.cli_animate import add_motion_arguments
-from mrfa.inference.engine import EngineOptions, add_engine_arguments, check_engine, engine_from_args
+from mrfa.inference.engine import EngineOptions, check_engine
 from mrfa.inference.reconstruct import reconstruct
 from mrfa.inference.smoothing import smoothing_from_text
 from mrfa.media.writer import FrameWriter, check_output, write_json
