@@ -25,7 +25,7 @@ def figure(animator: Animator, source: np.ndarray, driving: np.ndarray, rows: in
     """``uint8 [rows*S*zoom, 3*S*zoom, 3]``: per row, source | driving frame | result frame (evenly spaced)."""
     results = np.stack(list(animator.animate(source, list(driving))))  # [T, S, S, 3]
     picks = np.linspace(0, len(driving) - 1, rows).round().astype(int)
-    gap = np.full((size, 2, 3), 255, np.uint8)
+    gap = np.full((animator.image_size, 2, 3), 255, np.uint8)
     lines = []
     for t in picks:
         lines.append(np.concatenate([source, gap, driving[t], gap, results[t]], axis=1))
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", required=True, type=Path, help="the model (e.g. runs/demo/snapshot.pt)")
     ap.add_argument("--data", required=True, type=Path, help="a synthetic dataset (its test/ split is used)")
     ap.add_argument("--output", required=True, type=Path, help="PNG to write")
-    ap.add_argument("--source-clip", type=int, default=0, help="index of the test clip giving the source")
+    ap.add_argument("--source-clip", type=int, default=4, help="index of the test clip giving the source")
     ap.add_argument("--driving-clip", type=int, default=1, help="index of the test clip giving the motion")
     ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--zoom", type=int, default=2, help="pixel replication for a visible figure")
