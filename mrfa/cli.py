@@ -49,6 +49,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "evaluate": (_command("evaluate"), "score predictions against ground truth (L1/PSNR/SSIM/LPIPS/AKD/AED/CSIM)"),
     "convert": (_command("convert"), "convert an official MRFA checkpoint into an mrfa snapshot"),
     "export": (_command("export"), "export a checkpoint as ONNX graphs for the onnxruntime backend"),
+    "app": (_command("app"), "serve the local web page (animate, reconstruct, progress, queue, API)"),
 }
 
 

@@ -325,12 +325,17 @@ def test_bad_input(case: Case, media: dict[str, Path], tmp_path: Path, capsys) -
     assert _partials(out) == [], "partial outputs left behind"
 
 
-def test_repeat_reconstruct_needs_overwrite(media: dict[str, Path], tmp_path: Path, capsys) -> None:
+def test_repeat_reconstruct_resumes_and_other_options_need_overwrite(media: dict[str, Path], tmp_path: Path,
+                                                                     capsys) -> None:
     argv = ["reconstruct", "--checkpoint", str(media["ckpt"]), "--data", str(media["data"]), "--output",
             str(tmp_path / "rec"), "--quiet", "--no-mp4"]
     assert mrfa_main(argv) == 0
-    assert mrfa_main(argv) == 1 and "--overwrite" in capsys.readouterr().err
-    assert mrfa_main(argv + ["--overwrite"]) == 0
+    record = tmp_path / "rec" / "records" / "clip.json"
+    before = record.read_bytes()
+    assert mrfa_main(argv) == 0 and record.read_bytes() == before  # the same command resumes: nothing redone
+    assert mrfa_main(argv + ["--truncate-png"]) == 1
+    assert "other options" in capsys.readouterr().err and record.read_bytes() == before
+    assert mrfa_main(argv + ["--truncate-png", "--overwrite"]) == 0 and record.read_bytes() != before
 
 
 def test_python_api_refuses_hostile_and_huge(media: dict[str, Path]) -> None:

@@ -234,7 +234,7 @@ def test_cli_strict_config_errors_and_dry_run(data_root, tmp_path, capsys) -> No
 DDP_SCRIPT = """
 import json, sys, torch, torch.distributed as dist
 from mrfa.config import load_config
-from mrfa.training import distributed as D
+from mrfa.utils import distributed as D
 from mrfa.training.trainer import Trainer
 torch.set_num_threads(1)
 cfg = load_config(sys.argv[1], sys.argv[3:])

@@ -10,6 +10,7 @@
       full forward (inference mode): frames/s, peak memory, FLOPs per frame by component.
   python tools/benchmark.py train-step [--config ...] [--batch N]   one optimisation step (alias: --train)
   python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (tools/bench_animate.py)
+  python tools/benchmark.py app --checkpoint C   the web app vs mrfa animate on the same job (tools/bench_app.py)
 
 Each measurement runs in a fresh subprocess so CPU peak RSS is per configuration. Timings are medians over
 ``--repeats`` runs after one warm-up. The model is randomly initialised (speed does not depend on the weights).
@@ -174,6 +175,11 @@ def main() -> int:
     a = sub.add_parser("animate", help="per-frame animation cost (source cached vs recomputed), memory")
     bench_animate.add_arguments(a)
     a.set_defaults(func=cmd_animate)
+    import bench_app
+
+    ap = sub.add_parser("app", help="the web app's overhead over mrfa animate on the same job, first-frame latency")
+    bench_app.add_arguments(ap)
+    ap.set_defaults(func=lambda a: bench_app.run(a))
     t = sub.add_parser("train-step", help="training step time and peak memory")
     bench_train.add_arguments(t)
     t.set_defaults(func=cmd_train_step)

@@ -159,12 +159,21 @@ class Job:
     done: int = 0
     total: int = 0
     started: float = field(default_factory=time.perf_counter)
+    first_frame: Optional[float] = None  # when the first frame was done (the rate is measured from there)
+
+    def advance(self, done: int, total: int) -> None:
+        """Record progress (frames done, frames in all)."""
+        if self.first_frame is None and done > 0:
+            self.first_frame = time.perf_counter()
+        self.done, self.total = done, total
 
     def eta(self) -> Optional[float]:
-        """Seconds left at the rate so far (None before the first frame)."""
-        if self.done == 0 or self.total <= self.done:
-            return None if self.done == 0 else 0.0
-        return (time.perf_counter() - self.started) / self.done * (self.total - self.done)
+        """Seconds left at the rate since the first frame (None until two frames are done)."""
+        if self.first_frame is None or self.done < 2:
+            return None
+        if self.total <= self.done:
+            return 0.0
+        return (time.perf_counter() - self.first_frame) / (self.done - 1) * (self.total - self.done)
 
 
 def progress_text(job: Job) -> str:
@@ -221,7 +230,7 @@ def animate_job(animator: Animator, source: Path, driving: Path, settings: Anima
                              visualize=settings.side_by_side, keep_frames=FIGURE_FRAMES if figures else 0)
 
     def progress(done: int, total: int) -> None:
-        job.done, job.total = done, total
+        job.advance(done, total)
         if on_progress is not None:
             on_progress(job)
 
@@ -258,7 +267,8 @@ def face_figures(source: Path, driving: Path, kept: list[tuple[np.ndarray, np.nd
     temporal = report.get("temporal", {}).get("overall", {})
     means.update(temporal if isinstance(temporal, dict) else {})
     for key, value in means.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if key not in figures and isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                math.isfinite(value):
             figures[key] = round(float(value), 4)
     return figures
 
@@ -287,7 +297,7 @@ def reconstruct_job(animator: Animator, video: Path, out_dir: Path, job: Job, *,
             if scorer is not None:
                 lpips_values.append(float(scorer(pred8, driving)))
             writer.write(np.concatenate([driving, pred8], axis=1))
-            job.done, job.total = t + 1, max(total, t + 1)
+            job.advance(t + 1, max(total, t + 1))
             if on_progress is not None:
                 on_progress(job)
     summary = agg.summary(per_frame=False)

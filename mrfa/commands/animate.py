@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     io = parser.add_argument_group("inputs and output")
     io.add_argument("--checkpoint", required=True, help="mrfa snapshot / training state / official checkpoint")
     io.add_argument("--config", default=None, help="YAML config (only for official checkpoints of non-default size)")
-    io.add_argument("--source", required=True, help="source portrait: jpg / png / webp / bmp, any size")
-    io.add_argument("--driving", required=True,
-                    help="driving video: mp4 / mov / webm / mkv / avi / gif, or a folder of frames")
+    io.add_argument("--source", help="source portrait: jpg / png / webp / bmp, any size")
+    io.add_argument("--driving", help="driving video: mp4 / mov / webm / mkv / avi / gif, or a folder of frames")
+    io.add_argument("--pairs", metavar="PAIRS.csv", default=None,
+                    help="animate many pairs in one run (instead of --source/--driving): a CSV with 'source' and "
+                         "'driving' columns and an optional 'result' name; --output is then a folder. Shards over "
+                         "torchrun processes and resumes when run again (docs/batch.md)")
+    io.add_argument("--data", default=None, help="with --pairs: the folder relative paths start from (default: the "
+                                                 "CSV's folder)")
     io.add_argument("--output", required=True,
-                    help="result: .mp4 / .mov / .mkv / .gif, or a folder name for PNG frames")
+                    help="result: .mp4 / .mov / .mkv / .gif, or a folder name for PNG frames (with --pairs: the "
+                         "output folder)")
     io.add_argument("--overwrite", action="store_true",
-                    help="replace an existing output file, or a PNG folder an earlier mrfa run wrote")
+                    help="replace an existing output file, or a PNG folder an earlier mrfa run wrote (with --pairs: "
+                         "start over instead of resuming)")
     add_motion_arguments(parser)
     f = parser.add_argument_group("face crop")
     f.add_argument("--crop", nargs="?", const="both", default="none", choices=("none", "both", "source", "driving"),
@@ -110,6 +118,12 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``mrfa animate``; returns 0 (errors raise with one clear sentence; ``mrfa`` exits 1)."""
     _check_args(args)
+    if args.pairs is not None:
+        if args.source or args.driving:
+            raise ValueError("give either --pairs or --source with --driving")
+        return run_pairs(args)
+    if not args.source or not args.driving:
+        raise ValueError("--source and --driving are required (or --pairs PAIRS.csv)")
     engine = engine_from_args(args)
     check_engine(engine, resolve_device(args.device))  # before anything is read
     source_path, driving_path, output = Path(args.source), Path(args.driving), Path(args.output)
@@ -158,3 +172,88 @@ def run(args: argparse.Namespace) -> int:
         details.append(f"crop boxes source={result.source_box} driving={result.driving_box}")
     print(f"mrfa animate: wrote {output} ({', '.join(details)})" + warn.summary())
     return 0
+
+
+def _request_options(args: argparse.Namespace) -> dict:
+    """The options that decide an animation's result (recorded with every item of a --pairs run)."""
+    return {"relative": args.relative, "adapt_scale": args.adapt_scale, "best_frame": args.best_frame,
+            "find_best_frame": args.find_best_frame, "smooth": args.smooth, "crop": args.crop,
+            "paste_back": args.paste_back, "feather": args.feather, "visualize": args.visualize,
+            "detector": args.detector, "fps": args.fps, "audio": not args.no_audio}
+
+
+def run_pairs(args: argparse.Namespace) -> int:
+    """``mrfa animate --pairs``: one output per row, sharded over torchrun ranks, resumable."""
+    import dataclasses
+
+    from mrfa.inference.batch import BatchRun, WorkItem, checkpoint_sha256, init_batch, run_batch, safe_key
+    from mrfa.media.video import video_key
+    from mrfa.metrics.evaluate import read_pairs
+
+    pairs, output = Path(args.pairs), Path(args.output)
+    base = Path(args.data) if args.data else pairs.parent
+    rows = read_pairs(pairs)
+    dist = init_batch(args.device)
+    engine = engine_from_args(args)
+    check_engine(engine, dist.device)
+    smoothing = smoothing_from_text(args.smooth)
+    items = []
+    for number, row in enumerate(rows, start=1):
+        src, drv = (Path(row[k]) if Path(row[k]).is_absolute() else base / row[k] for k in ("source", "driving"))
+        name = (row.get("result") or "").strip() or f"{video_key(src)}-{video_key(drv)}.mp4"
+        if not Path(name).suffix:
+            name += ".mp4"
+        try:
+            weight = video_info(drv).num_frames
+        except (ValueError, OSError):
+            weight = 1
+        items.append(WorkItem(safe_key(Path(name).stem), weight,
+                              {"row": number, "source": str(src), "driving": str(drv),
+                               "output": safe_key(Path(name).stem) + Path(name).suffix}))
+    config = None
+    if args.config:
+        from mrfa.config import load_config
+
+        config = load_config(args.config)
+    animator = Animator.from_checkpoint(args.checkpoint, device=str(dist.device), batch_size=args.batch_size,
+                                        config=config, cache_mb=args.cache_mb, engine=engine)
+    options = {**_request_options(args), "engine": dataclasses.asdict(animator.engine)}
+    signature = {"checkpoint_sha256": checkpoint_sha256(args.checkpoint), "options": options}
+
+    def process(item: WorkItem) -> dict:
+        req = AnimateRequest(source=Path(item.payload["source"]), driving=Path(item.payload["driving"]),
+                             output=output / item.payload["output"], relative=args.relative,
+                             adapt_scale=args.adapt_scale, best_frame=args.best_frame,
+                             find_best_frame=args.find_best_frame, smoothing=smoothing, crop=args.crop,
+                             paste_back=args.paste_back, feather=args.feather, visualize=args.visualize,
+                             detector=args.detector, detect_stride=args.detect_stride, fps=args.fps,
+                             audio=not args.no_audio, overwrite=True, cache_mb=args.cache_mb)
+        result = animate_to_file(animator, req)
+        return {"output": item.payload["output"], "frames": result.frames, "fps": result.fps,
+                "audio": result.audio_muxed, "row": item.payload["row"]}
+
+    def merge(done: list) -> dict:
+        ok = [(it, r) for it, r in done if "error" not in r]
+        return {"mode": "animate_pairs", "pairs": str(pairs), "checkpoint": str(args.checkpoint),
+                "checkpoint_sha256": signature["checkpoint_sha256"], "options": options,
+                "items": [{"item": it.key, "row": it.payload["row"], "source": it.payload["source"],
+                           "driving": it.payload["driving"], "output": r["output"], "frames": r["frames"],
+                           "fps": r["fps"], "audio": r["audio"]} for it, r in ok],
+                "frames": sum(int(r["frames"]) for _, r in ok),
+                "seconds": sum(float(r.get("seconds", 0.0)) for _, r in done),
+                "failed_items": [{"item": it.key, "row": it.payload["row"], "source": it.payload["source"],
+                                  "driving": it.payload["driving"], "error": r["error"]} for it, r in done
+                                 if "error" in r]}
+
+    report = run_batch(BatchRun(output=output, items=items, signature=signature, process=process, merge=merge,
+                                layout=tuple(it.payload["output"] for it in items),
+                                inputs=(pairs, args.checkpoint, args.config), overwrite=args.overwrite),
+                       dist, progress=not args.quiet)
+    if report is None:
+        return 0
+    failed = report["failed_items"]
+    for item in failed:
+        print(f"mrfa animate: warning: row {item['row']} ({item['item']}) failed: {item['error']}", file=sys.stderr)
+    print(f"mrfa animate: {len(report['items'])} of {len(items)} pairs written to {output} ({report['frames']} "
+          f"frames); report: {output / 'metrics.json'}")
+    return 1 if failed else 0

@@ -30,7 +30,7 @@ from mrfa.builders import build_model
 from mrfa.checkpoint import load_state_strict, save_snapshot
 from mrfa.config import ExperimentConfig, config_to_dict
 from mrfa.media.writer import write_json
-from mrfa.training import distributed as D
+from mrfa.utils import distributed as D
 from mrfa.training.data import ResumableSampler, build_loader, build_test_dataset, build_train_dataset, ensure_dataset
 from mrfa.training.logging import TrainLogger
 from mrfa.training.objective import (
@@ -70,7 +70,7 @@ class Trainer:
     Args:
         cfg: resolved experiment config.
         output: run folder (state, snapshot, logs, images, video).
-        dist_info: process layout from :func:`mrfa.training.distributed.init_distributed` (None = 1 CPU/GPU
+        dist_info: process layout from :func:`mrfa.utils.distributed.init_distributed` (None = 1 CPU/GPU
             process on ``device``).
         device: used when ``dist_info`` is None.
         resume: a training-state file to continue from.

@@ -1,10 +1,12 @@
-"""Process-group plumbing for training (not a paper box): one code path for 1 process and torchrun.
+"""Process-group plumbing for training and dataset-scale inference (not a paper box): one code path for 1 process
+and torchrun.
 
-``torchrun --nproc_per_node=N tools/train.py ...`` sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``; without
-them the run is a single process. Backend: NCCL on CUDA, gloo on CPU.
+``torchrun --nproc_per_node=N ...`` sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``; without them the run is a
+single process. Backend: NCCL on CUDA, gloo on CPU (or as asked).
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -44,11 +46,14 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def init_distributed(device_name: Optional[str]) -> DistInfo:
+def init_distributed(device_name: Optional[str], *, backend: Optional[str] = None,
+                     timeout: Optional[datetime.timedelta] = None) -> DistInfo:
     """Join the torchrun process group when ``WORLD_SIZE > 1``; otherwise describe a single process.
 
     Args:
-        device_name: ``'cpu'``, ``'cuda'`` or None (auto).
+        device_name: ``'cpu'``, ``'cuda'`` or None (auto); on CUDA each rank takes its ``LOCAL_RANK``'s GPU.
+        backend: the process-group backend (default: NCCL on CUDA, gloo on CPU).
+        timeout: how long collective calls wait (default: torch's).
     """
     device = resolve_device(device_name)
     world = _env_int("WORLD_SIZE", 1)
@@ -61,7 +66,8 @@ def init_distributed(device_name: Optional[str]) -> DistInfo:
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        kwargs = {"timeout": timeout} if timeout is not None else {}
+        dist.init_process_group(backend=backend or ("nccl" if device.type == "cuda" else "gloo"), **kwargs)
     return DistInfo(rank, world, local, device)
 
 
