@@ -11,6 +11,7 @@
   python tools/benchmark.py train-step [--config ...] [--batch N]   one optimisation step (alias: --train)
   python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (tools/bench_animate.py)
   python tools/benchmark.py app --checkpoint C   the web app vs mrfa animate on the same job (tools/bench_app.py)
+  python tools/benchmark.py batch --checkpoint C  reconstruct throughput: 1 process vs torchrun (tools/bench_batch.py)
 
 Each measurement runs in a fresh subprocess so CPU peak RSS is per configuration. Timings are medians over
 ``--repeats`` runs after one warm-up. The model is randomly initialised (speed does not depend on the weights).
@@ -180,6 +181,11 @@ def main() -> int:
     ap = sub.add_parser("app", help="the web app's overhead over mrfa animate on the same job, first-frame latency")
     bench_app.add_arguments(ap)
     ap.set_defaults(func=lambda a: bench_app.run(a))
+    import bench_batch
+
+    bt = sub.add_parser("batch", help="dataset throughput: 1 process x N threads vs N torchrun processes")
+    bench_batch.add_arguments(bt)
+    bt.set_defaults(func=lambda a: bench_batch.run(a))
     t = sub.add_parser("train-step", help="training step time and peak memory")
     bench_train.add_arguments(t)
     t.set_defaults(func=cmd_train_step)
