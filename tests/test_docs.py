@@ -62,7 +62,7 @@ def test_readme_is_a_front_door() -> None:
     assert len(text.splitlines()) <= 150
     image = re.search(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert image and (ROOT / image.group(1)).is_file(), "the README's picture is missing"
-    assert text.index("make demo") < text.index("mrfa animate") < text.index("## Python API")
+    assert text.index("make demo") < text.index("mrfa animate --checkpoint") < text.index("## Python API")
     for link in re.findall(r"\]\((docs/[^)#]+)", text):
         assert (ROOT / link).is_file(), link
 
