@@ -79,12 +79,37 @@ def check_memory(cfg: ExperimentConfig, path: Path) -> None:
                               f"{have / 2**30:.0f} GiB; refused before building the model")
 
 
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"RIFF", "a RIFF file (WebP / WAV / AVI)"), (b"%PDF", "a PDF document"), (b"\x1a\x45\xdf\xa3", "a Matroska "
+          "/ WebM video"))
+
+
+def _file_kind(path: Path) -> Optional[str]:
+    """What a file that torch cannot read is, from its first bytes (None: unknown)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[4:8] == b"ftyp":
+        return "an MP4 / MOV video"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "a text file"
+    return None
+
+
 def _reason(err: BaseException, path: Path) -> str:
     """One clause for why torch could not read ``path`` (never torch's multi-line hints)."""
     text = str(err)
     size = path.stat().st_size if path.exists() else 0
     if size == 0:
         return "the file is empty (0 bytes)"
+    kind = _file_kind(path)
+    if kind is not None:
+        return f"it is {kind}, not a PyTorch checkpoint"
     if "Weights only load failed" in text or "weights_only" in text:
         return ("it holds Python objects that are not plain tensors, and mrfa never unpickles those "
                 "(re-save the weights with torch.save(model.state_dict()) from a source you trust)")

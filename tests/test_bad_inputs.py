@@ -692,3 +692,72 @@ def test_a_1000_fps_video_keeps_its_rate(tmp_path: Path) -> None:
     subprocess.run([exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x64:r=1000:d=0.02", "-c:v", "libx264",
                     "-pix_fmt", "yuv420p", file_arg(fast)], check=True)
     assert video_info(fast).fps == 1000.0
+
+
+def test_unbounded_option_values_are_refused(media: dict[str, Path], tmp_path: Path, capsys) -> None:
+    src = str(media["src"])
+    assert mrfa_main(["crop", "--input", src, "--output", str(tmp_path / "c.png"), "--size", "30000"]) == 1
+    assert "--size must be between 16 and 4096" in capsys.readouterr().err
+    base = ["evaluate", "--pred", str(media["data"]), "--gt", str(media["data"]), "--output", str(tmp_path / "m.json")]
+    for extra, words in ((["--dlib-upsample", "9"], "--dlib-upsample must be between 0 and 3"),
+                         (["--max-frames", "-1"], "--max-frames must be >= 1"),
+                         (["--psnr-cap", "nan"], "--psnr-cap must be a positive number"),
+                         (["--result-pattern", "{source.__class__}"], "may only use {source} and {driving}"),
+                         (["--result-pattern", "{source:>999999999}"], "may only use {source} and {driving}"),
+                         (["--result-pattern", "{foo}"], "may only use {source} and {driving}")):
+        assert mrfa_main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+    assert mrfa_main(["evaluate", "--pred", str(media["data"]), "--gt", str(media["data"]), "--output",
+                      str(tmp_path / "m2.json"), "--checkpoint", str(media["ckpt"]), "--data", str(media["data"]),
+                      "--reconstruct-fn", "os:system"]) == 2
+    assert "only functions of mrfa" in capsys.readouterr().err
+
+
+def test_gif_bombs_are_refused_and_gifs_stream(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mrfa.media.video import VideoReadError, iter_video_frames, video_info
+
+    bomb = tmp_path / "bomb.gif"
+    Image.new("P", (16000, 16000)).save(bomb)  # a few hundred KB that decode to 256 MB per frame
+    with pytest.raises(VideoReadError, match="Mpx"):
+        video_info(bomb)
+    with pytest.raises(VideoReadError, match="Mpx"):
+        next(iter_video_frames(bomb))
+    small = tmp_path / "small.gif"
+    frames = [Image.fromarray(f) for f in _frames(5, 32)]
+    frames[0].save(small, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert len(list(iter_video_frames(small))) == 5
+    assert Image.MAX_IMAGE_PIXELS is not None  # reading never switches Pillow's own check off for the process
+
+
+def test_cmyk_jpeg_is_read_in_its_colours(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mrfa.media.video import read_image
+
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(path, quality=95)
+    assert np.abs(read_image(path).astype(int) - rgb).mean() < 8
+
+
+def test_foreign_files_as_checkpoints_are_named(media: dict[str, Path], tmp_path: Path) -> None:
+    text = tmp_path / "notes.pt"
+    text.write_text("these are not weights\n" * 10)
+    for path, kind in ((media["src"], "a PNG image"), (text, "a text file")):
+        with pytest.raises(CheckpointError, match=kind):
+            mrfa.load_checkpoint(path)
+
+
+def test_audio_only_file_as_driving_is_named(media: dict[str, Path], tmp_path: Path, capsys) -> None:
+    from mrfa.media.ffmpeg import exe, file_arg
+
+    audio = tmp_path / "speech.mp4"
+    subprocess.run([exe(), "-v", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-c:a", "aac", file_arg(audio)],
+                   check=True)
+    assert mrfa_main(["animate", "--checkpoint", str(media["ckpt"]), "--source", str(media["src"]), "--driving",
+                      str(audio), "--output", str(tmp_path / "o.mp4"), "--quiet"]) == 1
+    assert "holds only audio" in capsys.readouterr().err

@@ -8,6 +8,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import math
 import logging
 from pathlib import Path
 
@@ -59,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
     if not src.is_file():
         raise FileNotFoundError(f"input file {src} does not exist")
-    if args.size < 1:
-        raise ValueError(f"--size must be positive, got {args.size}")
+    if not 16 <= args.size <= 4096:
+        raise ValueError(f"--size must be between 16 and 4096 pixels, got {args.size}")
+    if not (math.isfinite(args.increase) and 0.0 <= args.increase <= 2.0):
+        raise ValueError(f"--increase must be a number between 0 and 2, got {args.increase}")
     if args.stride < 1:
         raise ValueError(f"--stride must be >= 1, got {args.stride}")
     video = src.suffix.lower() in VIDEO_FILE_SUFFIXES

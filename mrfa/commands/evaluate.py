@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +40,17 @@ from mrfa.utils.device import resolve_device
 
 
 def resolve_reconstruct_fn(spec: str) -> Callable[..., object]:
-    """Import ``module:function``; a clear RuntimeError when it does not exist yet."""
+    """Import ``module:function`` from mrfa or a module of the current folder (never a standard-library or other
+    installed module such as ``os:system``); a clear RuntimeError when it does not exist."""
     module, _, attr = spec.partition(":")
+    top = module.split(".")[0]
+    found = importlib.util.find_spec(top) if top and top.isidentifier() else None
+    origin = Path(found.origin).resolve() if found is not None and found.origin else None
+    local = origin is not None and origin.is_file() and origin.is_relative_to(Path.cwd().resolve()) and \
+        not origin.is_relative_to(Path(sys.prefix).resolve())
+    if top != "mrfa" and not local:
+        raise RuntimeError(f"--reconstruct-fn {spec[:80]!r}: only functions of mrfa or of a module in the current "
+                           "folder can be used")
     try:
         mod = importlib.import_module(module)
     except ImportError as err:
@@ -93,7 +104,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
 
 
+def check_result_pattern(pattern: str) -> str:
+    """A ``--result-pattern`` may name only ``{source}`` and ``{driving}``: no attribute or index access, no
+    conversion, no width (a format string never reaches an object's attributes or pads to gigabytes).
+
+    Raises:
+        ValueError: anything else in a replacement field.
+    """
+    import string
+
+    try:
+        fields = list(string.Formatter().parse(pattern))
+    except ValueError as err:
+        raise ValueError(f"--result-pattern {pattern[:80]!r} is not a valid pattern ({err})") from None
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in ("source", "driving") or spec or conversion:
+            raise ValueError(f"--result-pattern may only use {{source}} and {{driving}}, got {{{name[:40]}"
+                             f"{'!' + conversion if conversion else ''}{':' + spec[:20] if spec else ''}}}")
+    return pattern
+
+
 def _options(args: argparse.Namespace) -> EvalOptions:
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if not 0 <= args.dlib_upsample <= 3:
+        raise ValueError(f"--dlib-upsample must be between 0 and 3, got {args.dlib_upsample}")
+    if args.psnr_cap is not None and not (math.isfinite(args.psnr_cap) and args.psnr_cap > 0):
+        raise ValueError(f"--psnr-cap must be a positive number of dB, got {args.psnr_cap}")
+    check_result_pattern(args.result_pattern)
     explicit = args.metrics is not None
     metrics = tuple(s.strip() for s in args.metrics.split(",") if s.strip()) if explicit else ALL_METRICS
     if args.pairs is not None and not explicit:
@@ -182,8 +222,10 @@ def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | Non
         if args.max_pairs < 1:
             raise ValueError(f"--max-pairs must be >= 1, got {args.max_pairs}")
         if args.pairs is not None:
-            if args.data is None:
-                raise ValueError("--pairs needs --data (the root of the source / driving paths)")
+            if args.data is None and args.pairs == "auto":
+                raise ValueError("--pairs auto needs --data (the dataset to draw the pairs from)")
+            if args.data is None:  # relative paths in the CSV start from its own folder
+                args.data = pairs_path.parent
             pairs = default_pairs(args.data, args.max_pairs) if args.pairs == "auto" else pairs_path
             animate = None
             if args.checkpoint is not None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
@@ -52,6 +54,8 @@ IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Resource cap for untrusted images: 8192 x 8192 (64 Mpx, 192 MB as RGB uint8, about 1 GB as the float64 resize
 # buffer). Larger pictures are refused before decoding; the limit can be raised per call (``max_pixels=``).
 MAX_IMAGE_PIXELS = 8192 * 8192
+
+_HEADER_LOCK = threading.Lock()  # guards the moment Pillow's global bomb limit is lifted for a header read
 
 # Exceptions raised by Pillow / imageio / ffmpeg wrappers on undecodable input.
 _DECODE_ERRORS = (OSError, ValueError, RuntimeError, SyntaxError, EOFError)
@@ -149,10 +153,17 @@ def check_image_size(path: PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> t
         VideoReadError: an undecodable header, or a picture larger than the cap.
     """
     path = Path(path)
-    Image.MAX_IMAGE_PIXELS = None  # our own cap below replaces Pillow's warning / error (with a clear message)
     try:
-        with Image.open(path) as img:
-            width, height = img.size
+        with _HEADER_LOCK, warnings.catch_warnings():
+            # only the header is read here: Pillow's own bomb check is lifted for this call, and restored, so that
+            # the message can give the size; our cap below refuses before any pixel is decoded
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as img:
+                    width, height = img.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     except _DECODE_ERRORS as err:
         raise VideoReadError(f"could not decode image {path}: {_first_line(err)}") from None
     if width * height > max_pixels:
@@ -176,7 +187,10 @@ def read_image(path: PathLike, *, rotate: bool = True, max_pixels: int = MAX_IMA
     path = require_file(path, "image")
     check_image_size(path, max_pixels=max_pixels)
     try:
-        array = iio.imread(path, index=0, plugin="pillow", rotate=rotate)  # explicit: no trial of every plugin
+        with Image.open(path) as img:  # colour models numpy cannot read as RGB (CMYK, YCbCr, LAB) are converted
+            convert = img.mode in ("CMYK", "YCbCr", "LAB", "HSV")
+        # explicit plugin: no trial of every plugin
+        array = iio.imread(path, index=0, plugin="pillow", rotate=rotate, **({"mode": "RGB"} if convert else {}))
     except _DECODE_ERRORS as err:
         raise VideoReadError(f"could not decode image {path}: {_first_line(err)}") from None
     try:
@@ -244,6 +258,8 @@ def _ffmpeg_probe(path: Path) -> VideoInfo:
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     log = proc.stderr.decode(errors="replace")
     video_line = next((ln for ln in log.splitlines() if re.search(r"Stream #.*Video:", ln)), None)
+    if video_line is None and re.search(r"Stream #.*Audio:", log):
+        raise VideoReadError(f"{path} holds only audio; a video is needed")
     if proc.returncode != 0 or video_line is None:
         reason = log.strip().splitlines()[-1] if log.strip() else f"ffmpeg exit code {proc.returncode}"
         raise VideoReadError(f"could not open video {path}: {reason}")
@@ -263,13 +279,18 @@ def _ffmpeg_probe(path: Path) -> VideoInfo:
 # ----------------------------------------------------------------------------------------------------------
 # gif / strip
 
-def _read_gif(path: Path) -> np.ndarray:
+def _gif_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of an animated gif one at a time as ``uint8 [H, W, 3]`` (never the whole clip in memory), after
+    the size cap of :func:`check_image_size`."""
+    from PIL import ImageSequence
+
+    check_image_size(path)
     try:
-        frames = iio.imread(path, index=None, plugin="pillow", mode="RGB")
+        with Image.open(path) as img:
+            for frame in ImageSequence.Iterator(img):
+                yield np.asarray(frame.convert("RGB"))
     except _DECODE_ERRORS as err:
-        raise VideoReadError(f"could not decode gif {path}: {err}") from err
-    frames = np.asarray(frames)
-    return frames[None] if frames.ndim == 3 else frames  # [T, H, W, 3]
+        raise VideoReadError(f"could not decode gif {path}: {_first_line(err)}") from None
 
 
 def _header_size(path: Path) -> tuple[int, int, int, Optional[float]]:
@@ -309,6 +330,7 @@ def video_info(path: PathLike) -> VideoInfo:
         if files:
             width, height, _, _ = _header_size(files[0])
         return VideoInfo("folder", len(files), None, width, height, False)
+    check_image_size(path)
     width, height, n_frames, fps = _header_size(path)
     if kind == "gif":
         return VideoInfo("gif", n_frames, fps, width, height, False)
@@ -324,7 +346,7 @@ def _frame_source(path: Path, kind: str) -> Iterator[np.ndarray]:
     if kind == "folder":
         return (read_image(f) for f in list_frame_files(path))
     if kind == "gif":
-        return iter(_read_gif(path))
+        return _gif_frames(path)
     return iter(_strip_frames(read_image(path), path))
 
 
