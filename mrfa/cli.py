@@ -53,6 +53,11 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
 }
 
 
+# options that name files or folders: an empty value is refused before anything runs
+PATH_OPTIONS = {"output", "source", "driving", "checkpoint", "config", "data", "pairs", "input", "pred", "gt",
+                "resume", "box_json", "recon_out", "work_dir"}
+
+
 def _one_line(err: BaseException) -> str:
     """The first non-empty line of an error message (library messages are one sentence; foreign ones may not be)."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
@@ -114,13 +119,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         subparser = argparse.ArgumentParser(prog=prog, description=SUBCOMMANDS[name][1])
         module.add_arguments(subparser)
         args = subparser.parse_args(argv[1:])
+        for key, value in vars(args).items():  # an empty path is never meant (Path("") would be the current folder)
+            if key in PATH_OPTIONS and isinstance(value, str) and value.strip() == "":
+                raise ValueError(f"--{key.replace('_', '-')} is empty; name the file or folder")
         with _user_facing(prog):
             return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; partial outputs were removed", file=sys.stderr)
         return 130
     except MemoryError:
-        print(f"{prog}: error: out of memory (try a smaller --batch-size or input)", file=sys.stderr)
+        print(f"{prog}: error: out of memory: this machine cannot hold the work (free memory, or use a smaller "
+              "input, model or batch)", file=sys.stderr)
         return 1
     except (OSError, ValueError, RuntimeError, ImportError) as e:  # one clear sentence, non-zero exit
         print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)

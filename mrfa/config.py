@@ -309,9 +309,12 @@ def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            full = f"{prefix}.{key}" if prefix else str(key)
+            full = _bounded(f"{prefix}.{key}" if prefix else str(key), 80)
             close = [n for n in names if n.replace("_", "") == str(key).replace("_", "").lower()]
             hint = f" (did you mean '{close[0]}'?)" if close else f"; allowed: {sorted(names)}"
+            if not str(key).isascii():  # a look-alike letter prints like an allowed key: show the code points
+                points = " ".join(f"U+{ord(c):04X}" for c in str(key)[:40] if not c.isascii())
+                hint = f" (it holds non-ASCII characters {points}; type the key again){hint}"
             raise ConfigError(f"{source}: unknown key '{full}'{hint}")
     kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k, source) for k, v in data.items()}
     try:

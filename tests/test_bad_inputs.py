@@ -761,3 +761,33 @@ def test_audio_only_file_as_driving_is_named(media: dict[str, Path], tmp_path: P
     assert mrfa_main(["animate", "--checkpoint", str(media["ckpt"]), "--source", str(media["src"]), "--driving",
                       str(audio), "--output", str(tmp_path / "o.mp4"), "--quiet"]) == 1
     assert "holds only audio" in capsys.readouterr().err
+
+
+def test_more_inputs_get_one_sentence(media: dict[str, Path], tmp_path: Path, capsys) -> None:
+    # a training state without its progress
+    run = tmp_path / "run"
+    run.mkdir()
+    state = {"format": "mrfa-state/1", "config": config_to_dict(load_config(TINY)), "model": {}}
+    torch.save(state, run / "training-state.pt")
+    assert mrfa_main(["train", "--resume", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "damaged training state" in err and "Traceback" not in err
+    # --cache-mb that is not a finite number of megabytes
+    for value in ("inf", "nan"):
+        assert mrfa_main(_anim(media, tmp_path, "--cache-mb", value)) == 1
+        assert "--cache-mb must be a number" in capsys.readouterr().err
+    # a key with a look-alike letter (Cyrillic 'а' in 'image_size') shows its code points
+    bad = tmp_path / "lookalike.yaml"
+    bad.write_text("model:\n  im\u0430ge_size: 64\n")
+    assert mrfa_main(["train", "--config", str(bad), "--dry-run"]) == 1
+    assert "U+0430" in capsys.readouterr().err
+    # convert --config with one of our YAMLs reads it as ours (its own error, not 'missing official key')
+    ours = tmp_path / "ours.yaml"
+    ours.write_text(TINY.read_text() + "model_typo: 1\n")
+    assert mrfa_main(["convert", str(media["ckpt"]), str(tmp_path / "c.pt"), "--config", str(ours)]) == 1
+    err = capsys.readouterr().err
+    assert "unknown key 'model_typo'" in err and "official" not in err
+    # an empty --output is named before anything is loaded
+    assert mrfa_main(["animate", "--checkpoint", str(media["ckpt"]), "--source", str(media["src"]), "--driving",
+                      str(media["drv"]), "--output", "", "--quiet"]) == 1
+    assert "--output is empty" in capsys.readouterr().err

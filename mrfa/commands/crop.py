@@ -8,8 +8,8 @@ Example::
 from __future__ import annotations
 
 import argparse
-import math
 import logging
+import math
 from pathlib import Path
 
 from mrfa.media import face

@@ -22,8 +22,8 @@ from typing import Optional
 import yaml
 
 from mrfa.config import ExperimentConfig, apply_overrides, config_from_dict, config_to_dict, load_config, save_config
-from mrfa.utils import distributed as D
 from mrfa.training.state import STATE_NAME, read_state, resolve_resume_path
+from mrfa.utils import distributed as D
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ A choice the machine cannot serve is refused with one sentence (:func:`check_eng
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -143,6 +144,8 @@ def prepare_model(model: nn.Module, options: EngineOptions, device: torch.device
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
     if options.compile:  # the methods the inference paths call (a compiled forward alone would miss encode/decode)
+        warnings.warn("--compile: the first frames compile the model, which takes a minute or more on a CPU; the "
+                      "frames after that are faster", RuntimeWarning, stacklevel=2)
         for owner, name in ((model.kp_detector, "forward"), (model.refiner, "forward"),
                             (model.generator, "encode"), (model.generator, "decode")):
             setattr(owner, name, torch.compile(getattr(owner, name)))

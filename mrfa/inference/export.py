@@ -19,13 +19,16 @@ works for ``mrfa animate`` and ``mrfa reconstruct``; torch is used only to hold 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -161,6 +164,23 @@ def _io(session_side: list[Any]) -> list[dict[str, Any]]:
             for x in session_side]
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence what the exporter says about itself on success: torchvision operators it skips (torchvision is not
+    a dependency) and torch's own deprecation notices. Real errors still raise."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*treespec.*")
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_onnx(model: MRFA, output: PathLike, *, checkpoint: Optional[PathLike] = None,
                 overwrite: bool = False, precision: str = "fp32") -> Path:
     """Write the three graphs and the manifest into the folder ``output`` (atomically: a complete folder or none).
@@ -214,7 +234,7 @@ def export_onnx(model: MRFA, output: PathLike, *, checkpoint: Optional[PathLike]
         "config": dataclasses.asdict(model.config) if getattr(model, "config", None) is not None else None,
         "graphs": {},
     }
-    with atomic_path(output, fsync=False, overwrite=overwrite, layout=LAYOUT) as tmp:
+    with atomic_path(output, fsync=False, overwrite=overwrite, layout=LAYOUT) as tmp, _quiet_exporter():
         tmp.mkdir(parents=True)
         for file, (module, args, in_names, out_names, dynamic) in specs.items():
             try:
@@ -232,6 +252,31 @@ def export_onnx(model: MRFA, output: PathLike, *, checkpoint: Optional[PathLike]
                                         "sha256": sha256(tmp / file)}
         write_json(tmp / MANIFEST, manifest, indent=1)
     return output
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Read and check an export's ``manifest.json`` (one sentence naming the file for any damage).
+
+    Raises:
+        ValueError: unreadable or truncated JSON, another format, or a missing key.
+    """
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged (not valid JSON: {str(err)[:80]}); export again with mrfa export") \
+            from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path}: unsupported export format {str(got)[:60]!r} (expected {FORMAT})")
+    missing = [k for k in ("image_size", "num_channels", "encoding", "background", "graphs") if k not in manifest]
+    missing += [f"graphs.{g}" for g in GRAPHS if g not in manifest.get("graphs", {})]
+    if missing:
+        raise ValueError(f"{path} is damaged: it lacks {', '.join(missing[:3])}; export again with mrfa export")
+    shape = next((i.get("shape") for i in manifest["graphs"]["encoder.onnx"].get("inputs", [])), None)
+    if isinstance(shape, list) and shape and shape[-1] != manifest["image_size"]:
+        raise ValueError(f"{path} is damaged: image_size {manifest['image_size']} does not match the encoder graph's "
+                         f"{shape[-1]} px; export again with mrfa export")
+    return manifest
 
 
 # ------------------------------------------------------------------------------------------ runtime
@@ -267,9 +312,15 @@ class OnnxModel:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{folder} is not an mrfa ONNX export (no {MANIFEST}); create one with "
                                     "mrfa export --checkpoint C --output DIR")
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise ValueError(f"{folder}: unsupported export format {self.manifest.get('format')!r}")
+        self.manifest = read_manifest(manifest_path)
+        for graph in GRAPHS:  # every graph is present, and the one this export wrote (its SHA-256)
+            path = folder / graph
+            if not path.is_file():
+                raise ValueError(f"{folder} is a damaged export: {graph} is missing (export again with mrfa export)")
+            expected = self.manifest["graphs"][graph].get("sha256")
+            if expected != sha256(path):
+                raise ValueError(f"{folder} is a damaged export: {graph} does not match the SHA-256 in {MANIFEST} "
+                                 "(export again with mrfa export)")
         providers = ["CPUExecutionProvider"]
         if str(device).startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -280,7 +331,12 @@ class OnnxModel:
         threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         if threads:
             options.intra_op_num_threads = threads
-        self.sessions = {g: ort.InferenceSession(str(folder / g), options, providers=providers) for g in GRAPHS}
+        try:
+            self.sessions = {g: ort.InferenceSession(str(folder / g), options, providers=providers) for g in GRAPHS}
+        except Exception as err:  # onnxruntime raises its own types; one sentence for the user
+            lines = [ln for ln in str(err).splitlines() if ln.strip()]
+            raise ValueError(f"{folder}: onnxruntime could not load the export ({lines[0][:160] if lines else 'error'})"
+                             ) from None
         self.image_size = int(self.manifest["image_size"])
         self.num_channels = int(self.manifest["num_channels"])
         self.names: list[str] = self.manifest["encoding"]

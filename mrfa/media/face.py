@@ -475,7 +475,8 @@ def choose_detector(name: DetectorName = "auto", *, device: str = "cpu") -> Face
     try:
         return FaceAlignmentDetector(device=device)
     except DetectorUnavailableError as exc:
-        logger.warning("face_alignment detector unavailable, using dlib instead: %s", exc)
+        # the designed fallback of "auto" (the detector used is reported by its callers): not a warning
+        logger.info("face_alignment detector unavailable, using dlib instead: %s", exc)
     return DlibDetector()
 
 

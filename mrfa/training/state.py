@@ -96,6 +96,15 @@ def read_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a training state (format {obj.get('format')!r}, expected "
                               f"{STATE_FORMAT!r}); inference snapshots and official checkpoints hold no optimiser "
                               f"state and cannot be resumed")
+    config, progress = obj.get("config"), obj.get("progress")
+    missing = [k for k in ("model", "optimizers", "schedulers", "rng") if k not in obj]
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        missing.append("config.model")
+    if not isinstance(progress, dict) or not {"step", "epoch"} <= set(progress):
+        missing.append("progress")
+    if missing:
+        raise CheckpointError(f"{path} is a damaged training state (it lacks {', '.join(missing[:3])}); resume from "
+                              "an intact one or start a new run")
     return obj
 
 

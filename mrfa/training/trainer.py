@@ -30,7 +30,6 @@ from mrfa.builders import build_model
 from mrfa.checkpoint import load_state_strict, save_snapshot
 from mrfa.config import ExperimentConfig, config_to_dict
 from mrfa.media.writer import write_json
-from mrfa.utils import distributed as D
 from mrfa.training.data import ResumableSampler, build_loader, build_test_dataset, build_train_dataset, ensure_dataset
 from mrfa.training.logging import TrainLogger
 from mrfa.training.objective import (
@@ -43,6 +42,7 @@ from mrfa.training.objective import (
 )
 from mrfa.training.state import SNAPSHOT_NAME, STATE_NAME, capture_rng, read_state, restore_rng, write_state
 from mrfa.training.visualize import training_grid, write_reconstruction_video
+from mrfa.utils import distributed as D
 from mrfa.utils.warnings import RunWarnings
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

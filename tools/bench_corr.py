@@ -13,10 +13,10 @@ Plus a lookup-only comparison on a prebuilt full-resolution pyramid (reference v
 achieved bandwidth against a measured device copy on GPU), and optionally a model step (--model).
 
 Examples:
-    python tools/benchmark_corr.py                                   # CPU, small sizes
-    python tools/benchmark_corr.py --sizes 256:16 512:4 --out /tmp/corr_bench        # GPU
-    python tools/benchmark_corr.py --sizes 128:1 --model refiner --model-size 256     # + refiner fwd+bwd
-    python tools/benchmark_corr.py --sizes --model full --model-size 512 --max-batch  # GPU, largest batch
+    python tools/benchmark.py corr                                   # CPU, small sizes
+    python tools/benchmark.py corr --sizes 256:16 512:4 --out /tmp/corr_bench        # GPU
+    python tools/benchmark.py corr --sizes 128:1 --model refiner --model-size 256     # + refiner fwd+bwd
+    python tools/benchmark.py corr --sizes --model full --model-size 512 --max-batch  # GPU, largest batch
 
 Memory: GPU = max_memory_allocated over the start; CPU = peak RSS over the start (VmHWM reset through
 /proc/self/clear_refs, glibc told to unmap big buffers on free). "saved" = unique storages autograd saved for
@@ -428,7 +428,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{'saved MiB':>10s}")
         rows = {}
         for vname, fn in path_variants(case, with_cuda=with_cuda).items():
-            rows[vname] = r = measure(fn, grads_for, device, reps, reset=lambda: _drop_grads(path_inputs(case)))
+            rows[vname] = r = measure(fn, grads_for, device, reps, reset=lambda c=case: _drop_grads(path_inputs(c)))
             print(f"{vname:24s} {r['fwd_ms']:9.2f} {r['fwd_bwd_ms']:11.2f} {r['peak_fwd_mib']:13.1f} "
                   f"{r['peak_fwd_bwd_mib']:13.1f} {r['saved_mib']:10.1f}")
         results["paths"][spec] = rows
