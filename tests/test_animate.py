@@ -18,7 +18,9 @@ import torch
 
 import mrfa
 from mrfa.cli import main as mrfa_main
-from mrfa.inference.animate import Animator, find_best_frame, load_image, normalized_landmarks, square_frame
+from mrfa.inference.animate import Animator
+from mrfa.inference.best_frame import find_best_frame, normalized_landmarks
+from mrfa.media.frames import load_image, square_frame
 from mrfa.inference.reconstruct import reconstruct
 from mrfa.media.face import FaceDetection, NoFaceError
 from mrfa.media.video import read_video, video_info
@@ -265,7 +267,7 @@ def test_cli_crop_and_paste_back(ckpt, media, tmp_path, monkeypatch):
     ("corrupt_source", "could not read the source image"),
     ("corrupt_driving", "could not open video"),
     ("empty_driving", "contains no frames"),
-    ("audio_only_driving", "could not open video"),
+    ("audio_only_driving", "holds only audio"),
     ("image_as_driving", "is an image; expected a video"),
     ("video_as_source", "is a video; expected one image"),
     ("wrong_kind_checkpoint", "is not an MRFA checkpoint"),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mrfa.media.face import FaceResult
+from mrfa.media.frames import square_frame
 from mrfa.media.video import iter_video_frames, resize_frame, video_info
 from mrfa.metrics.evaluate import EvalOptions, Scorer
 from mrfa.metrics.image import MetricAggregator
@@ -30,10 +31,8 @@ METRICS = ("akd", "pose", "expression", "jitter", "flicker")
 
 
 def square(frame: np.ndarray, size: int = SIZE) -> np.ndarray:
-    h, w = frame.shape[:2]
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return resize_frame(np.ascontiguousarray(frame[y:y + s, x:x + s]), size)
+    """The centred square of ``frame`` at ``size`` px (the same rule as the Animator's)."""
+    return square_frame(frame, size)
 
 
 def score(scorer: Scorer, key: str, out: list[np.ndarray], ref: list[np.ndarray]) -> dict:

@@ -21,10 +21,11 @@ import numpy as np
 from tqdm import tqdm
 
 from mrfa.commands.options import add_engine_arguments, engine_from_args
-from mrfa.inference.animate import Animator, load_image
+from mrfa.inference.animate import Animator
 from mrfa.inference.engine import check_engine
 from mrfa.inference.pipeline import MAX_FPS, MIN_FPS, AnimateRequest, animate_to_file, check_driving
 from mrfa.inference.smoothing import smoothing_from_text
+from mrfa.media.frames import load_image
 from mrfa.media.video import check_image_size, video_info
 from mrfa.media.writer import check_output, output_kind
 from mrfa.utils.device import resolve_device

@@ -7,11 +7,8 @@ generator features, source structure) is computed once and cached, and driving f
 so memory does not grow with the video length. Relative motion follows the official ``normalize_kp``
 (:func:`mrfa.nn.relative_motion.normalize_kp`).
 
-Best-frame search (FOMM's ``--find_best_frame``, broken in the official MRFA demo): the driving frame whose
-68 face landmarks, centred and divided by the square root of their convex-hull area, are closest to the
-source's. FOMM then animates backwards and forwards from that frame; since every output frame depends only on
-its own driving frame and the reference frame, that equals one pass in temporal order with the reference
-frame as ``driving_initial``, which is what is done here (no frame buffering).
+Inputs become frames through :mod:`mrfa.media.frames`; the reference frame can be searched by face landmarks
+(:mod:`mrfa.inference.best_frame`).
 """
 from __future__ import annotations
 
@@ -27,162 +24,36 @@ from torch import Tensor
 from tqdm import tqdm
 
 from mrfa.config import ExperimentConfig
+from mrfa.inference.best_frame import find_best_frame
 from mrfa.inference.engine import EngineOptions, check_engine, prepare_model
 from mrfa.inference.smoothing import KeypointSmoother, OneEuroParams
-from mrfa.media.convert import float_to_uint8, tensor_to_uint8, to_rgb_uint8
-from mrfa.media.crop import CropBox, apply_crop
-from mrfa.media.face import FaceDetector, NoFaceError, choose_detector
-from mrfa.media.video import (
-    VIDEO_FILE_SUFFIXES,
-    FrameBuffer,
-    VideoReadError,
-    iter_video_frames,
-    read_image,
-    video_info,
-    video_kind,
+from mrfa.media.convert import float_to_uint8
+from mrfa.media.crop import CropBox
+from mrfa.media.face import FaceDetector, choose_detector
+from mrfa.media.frames import (
+    FramesLike,
+    ImageLike,
+    count_frames,
+    frames_to_tensor,
+    iter_frames,
+    load_image,
+    square_frame,
+    tensor_to_frames,
 )
+from mrfa.media.video import FrameBuffer
 from mrfa.nn.mrfa import MRFA, SourceEncoding
-from mrfa.nn.relative_motion import convex_hull_area, movement_scale
+from mrfa.nn.relative_motion import movement_scale
 from mrfa.types import Keypoints
 from mrfa.utils.device import resolve_device
 
 PathLike = Union[str, Path]
-ImageLike = Union[PathLike, np.ndarray, Tensor]
-FramesLike = Union[PathLike, np.ndarray, Tensor, Iterable[np.ndarray]]
 LANDMARK_SIZE = 256  # side of the frames the best-frame search runs the face detector on
-
-
-# ------------------------------------------------------------------------------------------------ inputs
-def load_image(source: ImageLike, name: str = "source") -> np.ndarray:
-    """Read one image (path: jpg/png/webp/bmp/tiff, grey, RGBA and 16-bit handled, EXIF rotation applied;
-    or an array / tensor) as ``uint8 [H, W, 3]``.
-
-    Raises:
-        FileNotFoundError: a missing path. ValueError: a video or folder given as the image, or an
-            undecodable / badly shaped image.
-    """
-    if isinstance(source, Tensor):
-        t = source.detach().cpu()
-        t = t[0] if t.dim() == 4 and t.shape[0] == 1 else t
-        if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
-            raise ValueError(f"{name} tensor must be [C, H, W] or [1, C, H, W], got {list(source.shape)}")
-        return to_rgb_uint8(t.permute(1, 2, 0).numpy())
-    if isinstance(source, np.ndarray):
-        return to_rgb_uint8(source)
-    path = Path(source)
-    if path.is_dir():
-        raise ValueError(f"{name} {path} is a folder; expected one image file")
-    if not path.is_file():
-        raise FileNotFoundError(f"{name} image not found: {path}")
-    if path.suffix.lower() in VIDEO_FILE_SUFFIXES:
-        raise ValueError(f"{name} {path} is a video; expected one image (jpg/png/webp)")
-    try:
-        return read_image(path)
-    except VideoReadError as err:
-        reason = str(err).split(": ", 1)[-1]
-        raise VideoReadError(f"could not read the {name} image {path}: {reason}") from None
-
-
-def iter_frames(driving: FramesLike, name: str = "driving video") -> Iterator[np.ndarray]:
-    """Yield the frames of a video path (mp4/mov/webm/mkv/avi/gif or a folder of frames), a ``[T, H, W(, C)]``
-    array, a ``[T, C, H, W]`` float tensor in [0, 1] or an iterable of images, as ``uint8 [H, W, 3]``.
-
-    Raises:
-        FileNotFoundError: a missing path. ValueError: an image file given as the video, an undecodable
-            video, or a video without frames (raised when the iteration reaches its end).
-    """
-    if isinstance(driving, (str, Path)):
-        path = Path(driving)
-        if video_kind(path) == "strip":  # an image file
-            raise ValueError(f"{name} {path} is an image; expected a video (mp4/mov/webm/mkv/avi/gif) or a "
-                             "folder of frames")
-        yield from iter_video_frames(path)
-        return
-    if isinstance(driving, Tensor):
-        if driving.dim() != 4:
-            raise ValueError(f"{name} tensor must be [T, C, H, W], got {list(driving.shape)}")
-        frames: Iterable = (driving[t].detach().cpu().permute(1, 2, 0).numpy() for t in range(len(driving)))
-    elif isinstance(driving, np.ndarray):
-        if driving.ndim not in (3, 4):
-            raise ValueError(f"{name} array must be [T, H, W] or [T, H, W, C], got {list(driving.shape)}")
-        frames = driving
-    else:
-        frames = driving
-    count = 0
-    for frame in frames:
-        count += 1
-        yield to_rgb_uint8(np.asarray(frame))
-    if count == 0:
-        raise VideoReadError(f"{name} contains no frames")
-
-
-def count_frames(driving: FramesLike) -> Optional[int]:
-    """Frame count from a cheap probe (paths) or ``len`` (sequences); None when unknown."""
-    if isinstance(driving, (str, Path)):
-        try:
-            return video_info(driving).num_frames or None
-        except (ValueError, OSError):
-            return None
-    return len(driving) if isinstance(driving, (Sequence, np.ndarray, Tensor)) else None
-
-
-def centre_box(height: int, width: int) -> CropBox:
-    """The largest centred square of a ``height x width`` frame."""
-    side = min(height, width)
-    return CropBox(x0=(width - side) // 2, y0=(height - side) // 2, side=side)
-
-
-def square_frame(frame: np.ndarray, size: int, box: Optional[CropBox] = None) -> np.ndarray:
-    """Cut ``box`` (default: the centred square) out of ``uint8 [H, W, 3]`` and resize to ``[size, size, 3]``."""
-    return apply_crop(frame, box if box is not None else centre_box(*frame.shape[:2]), size)
 
 
 def _batched(frames: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
     it = iter(frames)
     while batch := list(islice(it, n)):
         yield batch
-
-
-# -------------------------------------------------------------------------------------- best frame
-def normalized_landmarks(landmarks: np.ndarray) -> np.ndarray:
-    """Centre ``[N, 2]`` landmarks and divide them by sqrt(convex-hull area) (FOMM's best-frame normalisation)."""
-    pts = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    pts = pts - pts.mean(axis=0, keepdims=True)
-    area = convex_hull_area(pts)
-    return pts / np.sqrt(area) if area > 0 else pts
-
-
-def find_best_frame(source: np.ndarray, frames: Iterable[np.ndarray], detector: FaceDetector) -> int:
-    """Index of the driving frame whose normalised landmarks are closest (sum of squared differences) to the
-    source's. Frames without a detected face are skipped.
-
-    Args:
-        source: ``uint8 [H, W, 3]`` source image, prepared like the driving frames (same crop convention).
-        frames: ``uint8 [H, W, 3]`` driving frames (streamed).
-        detector: a face backend of :mod:`mrfa.media.face` (its detections must carry landmarks).
-
-    Raises:
-        NoFaceError: no face (or no landmarks) in the source, or in every driving frame.
-    """
-    def landmarks(img: np.ndarray) -> Optional[np.ndarray]:
-        dets = detector.detect(img)
-        return normalized_landmarks(dets[0].landmarks) if dets and dets[0].landmarks is not None else None
-
-    ref = landmarks(source)
-    if ref is None:
-        raise NoFaceError("no face landmarks were found in the source image for the best-frame search; "
-                          "pass a driving frame index with --best-frame N instead")
-    best, best_dist = -1, np.inf
-    for i, frame in enumerate(frames):
-        lm = landmarks(frame)
-        if lm is not None and lm.shape == ref.shape:
-            dist = float(((lm - ref) ** 2).sum())
-            if dist < best_dist:
-                best, best_dist = i, dist
-    if best < 0:
-        raise NoFaceError("no face landmarks were found in any driving frame for the best-frame search; "
-                          "pass a driving frame index with --best-frame N instead")
-    return best
 
 
 _search_best_frame = find_best_frame  # Animator.frames has a parameter of the same name
@@ -272,14 +143,12 @@ class Animator:
     # ------------------------------------------------------------------ helpers
     def to_tensor(self, frames: Sequence[np.ndarray]) -> Tensor:
         """``uint8 [S, S, 3]`` frames -> float ``[B, 3, S, S]`` in [0, 1] on the model's device."""
-        batch = torch.from_numpy(np.stack(frames)).to(self.device)  # [B, S, S, 3]
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-        return x.contiguous(memory_format=torch.channels_last) if self.engine.channels_last else x
+        return frames_to_tensor(frames, self.device, channels_last=self.engine.channels_last)
 
     @staticmethod
     def to_uint8(images: Tensor) -> np.ndarray:
         """float ``[B, 3, S, S]`` in [0, 1] -> ``uint8 [B, S, S, 3]`` (the media layer's rounding rule)."""
-        return tensor_to_uint8(images)
+        return tensor_to_frames(images)
 
     def encode(self, source: np.ndarray) -> SourceEncoding:
         """Source encoding of an ``uint8 [S, S, 3]`` image, cached for the last source seen."""

