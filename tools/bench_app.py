@@ -40,22 +40,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def run(args: argparse.Namespace) -> int:
     from gradio_client import Client, handle_file
 
     from mrfa.app.server import _examples
     from mrfa.inference.animate import Animator
     from mrfa.inference.pipeline import AnimateRequest, animate_to_file
+    from mrfa.utils.machine import cpu_name
 
     work = Path(tempfile.mkdtemp(prefix="mrfa-bench-app-"))
     args.checkpoint = str(Path(args.checkpoint).resolve())
@@ -118,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         server.wait(timeout=30)
     med = statistics.median
     figures = {
-        "cpu": _cpu(), "threads": os.cpu_count(), "checkpoint": args.checkpoint, "source": source,
+        "cpu": cpu_name(), "threads": os.cpu_count(), "checkpoint": args.checkpoint, "source": source,
         "driving": driving, "repeats": args.repeats,
         "mrfa_animate_process_s": round(med(cli), 3), "in_process_job_s": round(med(inproc), 3),
         "app_job_s": round(med(app_warm), 3), "app_first_call_s": round(app[0], 3),

@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     b = json.loads((work / "many" / "metrics.json").read_text())
     same = {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
     costs = _stage_costs(ckpt, data / "test" / "clip000.mp4")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "unknown CPU")
+    from mrfa.utils.machine import cpu_name
+
+    cpu = cpu_name()
     result = {"cpu": cpu, "cores": os.cpu_count(), "videos": args.videos, "frames": args.frames, "size": args.size,
               "runs": rows, "reports_identical": same, **{k: round(v, 5) for k, v in costs.items()}}
     print(json.dumps(result, indent=1))

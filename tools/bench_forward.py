@@ -15,7 +15,6 @@ import argparse
 import importlib.util
 import json
 import math
-import platform
 import resource
 import statistics
 import subprocess
@@ -23,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mrfa.utils.machine import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 PATHS = {  # name -> engine options (EngineOptions fields)
@@ -148,16 +149,6 @@ def _diff(pred, ref) -> dict:
             "psnr_db": math.inf if mse == 0 else 10 * math.log10(1.0 / mse)}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -172,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     weights = (f"fixture {Path(args.fixture).name}" if args.fixture else
                f"checkpoint {args.checkpoint}" if args.checkpoint else f"random init of {args.config}")
     print(f"# forward benchmark: {weights}; device {args.device}"
-          f"{' (' + _cpu_name() + ')' if args.device == 'cpu' else ''}; torch {torch.__version__}")
+          f"{' (' + cpu_name() + ')' if args.device == 'cpu' else ''}; torch {torch.__version__}")
     print("| path | batch | frames/s | speed-up | peak RSS MiB | max abs diff | mean abs diff | PSNR dB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
@@ -202,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
                       f"{r['peak_rss_mib']:.0f} | {r['max_abs_diff']:.2e} | {r['mean_abs_diff']:.2e} | "
                       f"{r['psnr_db']:.1f} |", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"weights": weights, "cpu": _cpu_name(), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"weights": weights, "cpu": cpu_name(), "rows": rows}, indent=1))
     return 0
 
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mrfa.utils.machine import cpu_name
+
 import bench_forward  # tools/ is sys.path[0] when a tool runs: the same paths, weights and inputs
 
 GROUPS = (  # (group, substrings of aten / mkldnn op names), first match wins
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     weights = (f"fixture {Path(args.fixture).name}" if args.fixture else
                f"checkpoint {args.checkpoint}" if args.checkpoint else f"random init of {args.config}")
-    print(f"# forward profile: {weights}; {bench_forward._cpu_name()}; torch {torch.__version__}; "
+    print(f"# forward profile: {weights}; {cpu_name()}; torch {torch.__version__}; "
           f"{torch.get_num_threads()} threads; ms per forward, self CPU time")
     results = []
     for batch in args.batch:

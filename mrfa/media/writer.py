@@ -231,38 +231,6 @@ def atomic_path(path: PathLike, *, fsync: bool = True, overwrite: bool = False,
         raise
 
 
-@contextlib.contextmanager
-def atomic_folder(path: PathLike, *, overwrite: bool = False, layout: Sequence[str] = ()) -> Iterator[Path]:
-    """Yield a new hidden temporary folder beside ``path``; when the block ends normally the folder is installed
-    whole onto ``path`` (:func:`install`: an earlier mrfa output is replaced entirely, never merged), otherwise it
-    is deleted. Errors raised inside the block pass through unchanged.
-
-    Raises:
-        WriteError: the folder cannot be created or installed. OutputError: ``path`` may not be replaced.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(path)
-        tmp = _temp_name(path)
-        tmp.mkdir()
-    except OSError as err:
-        raise WriteError(describe_os_error(err, path)) from None
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    try:
-        install(tmp, path, overwrite=overwrite, layout=layout)
-    except OutputError:
-        _remove(tmp)
-        raise
-    except OSError as err:
-        _remove(tmp)
-        raise WriteError(describe_os_error(err, path)) from None
-
-
 def install(tmp: Path, dest: Path, *, overwrite: bool, layout: Sequence[str] = ()) -> None:
     """Rename the finished ``tmp`` onto ``dest``, checking the output policy at that moment.
 
