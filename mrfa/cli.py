@@ -98,6 +98,19 @@ def set_openmp_policy() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
 
 
+def check_environment() -> None:
+    """Environment variables mrfa's libraries read, checked before torch does (one sentence naming the variable).
+
+    Raises:
+        ValueError: ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set to something other than a positive whole number.
+    """
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = os.environ.get(name)
+        if value is not None and value.strip() != "" and not (value.strip().isdigit() and int(value) > 0):
+            raise ValueError(f"the environment variable {name}={value[:40]!r} is not a positive whole number "
+                             "(unset it or give a thread count such as 2)")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one ``mrfa`` command; returns its exit code (0 done, 1 error, 2 usage, 3 stopped on NaN loss,
     130 interrupted)."""
@@ -115,6 +128,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}")
     prog = f"mrfa {name}"
     try:
+        check_environment()
         module = SUBCOMMANDS[name][0]()
         subparser = argparse.ArgumentParser(prog=prog, description=SUBCOMMANDS[name][1])
         module.add_arguments(subparser)

@@ -791,3 +791,10 @@ def test_more_inputs_get_one_sentence(media: dict[str, Path], tmp_path: Path, ca
     assert mrfa_main(["animate", "--checkpoint", str(media["ckpt"]), "--source", str(media["src"]), "--driving",
                       str(media["drv"]), "--output", "", "--quiet"]) == 1
     assert "--output is empty" in capsys.readouterr().err
+
+
+def test_bad_thread_count_variable_is_named(media: dict[str, Path], tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert mrfa_main(_anim(media, tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "OMP_NUM_THREADS='lots' is not a positive whole number" in err and not (tmp_path / "out.mp4").exists()
