@@ -184,3 +184,22 @@ def test_animate_pairs_one_output_per_row(data, tmp_path: Path) -> None:
     again = _run([sys.executable, "-m", "mrfa", "animate", "--checkpoint", str(data["ckpt"]), "--pairs", str(pairs),
                   "--output", str(out), "--device", "cpu", "--quiet"])
     assert again.returncode == 0 and _records(out) == _records(out)
+
+
+def test_evaluate_pairs_two_ranks_equal_one_process(data, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    pairs = tmp_path / "in" / "pairs.csv"  # relative paths would start from its folder, which holds no output
+    pairs.write_text("source,driving\n" + "\n".join(
+        f"{data['face']},{data['bad'] / 'test' / f'v{i}.mp4'}" for i in range(3)) + "\n")  # v1 is broken
+    reports = {}
+    for label, launcher in (("one", [sys.executable, "-m", "mrfa"]), ("two", _torchrun()[:-2] + ["-m", "mrfa"])):
+        out = tmp_path / label
+        proc = _run([*launcher, "evaluate", "--pairs", str(pairs), "--checkpoint", str(data["ckpt"]), "--output",
+                     str(out / "cross.json"), "--device", "cpu", "--max-frames", "6"])
+        assert proc.returncode == 1, proc.stderr[-3000:]  # the broken pair is reported, the others scored
+        reports[label] = json.loads((out / "cross.json").read_text())
+    a, b = reports["one"], reports["two"]
+    assert [f["row"] for f in a["failed_pairs"]] == [2]
+    drop = ("pred", "seconds")
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    assert a["overall"]["videos"] == 2

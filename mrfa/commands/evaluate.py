@@ -16,6 +16,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -36,7 +37,6 @@ from mrfa.metrics.evaluate import (
     evaluate_cross_identity,
     evaluate_reconstruction,
 )
-from mrfa.utils.device import resolve_device
 
 
 def resolve_reconstruct_fn(spec: str) -> Callable[..., object]:
@@ -174,13 +174,15 @@ def _print_summary(report: dict) -> None:
             print(f"  {part}: " + ", ".join(f"{k}={v}" for k, v in desc.items()))
 
 
-def pair_animator(args: argparse.Namespace, engine: EngineOptions, out_dir: Path) -> PairAnimator:
+def pair_animator(args: argparse.Namespace, engine: EngineOptions, out_dir: Path, *,
+                  device: Optional[str] = None) -> PairAnimator:
     """Animate one pair with the checkpoint and the user's flags; results go to ``out_dir/NAME/`` as PNG frames
-    (lossless, so the scores are those of the model, not of a video codec)."""
+    (lossless, so the scores are those of the model, not of a video codec). A result folder of an earlier,
+    unfinished run of the same batch is replaced whole."""
     from mrfa.config import load_config
 
     config = load_config(args.config) if args.config else None
-    animator = Animator.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
+    animator = Animator.from_checkpoint(args.checkpoint, device=device or args.device, batch_size=args.batch_size,
                                         config=config, engine=engine)
     smoothing = smoothing_from_text(args.smooth)
 
@@ -189,8 +191,8 @@ def pair_animator(args: argparse.Namespace, engine: EngineOptions, out_dir: Path
         frames = animator.frames(source_frame, driving, relative=args.relative, adapt_scale=args.adapt_scale,
                                  best_frame=args.best_frame, find_best_frame=args.find_best_frame,
                                  smoothing=smoothing)
-        check_output(out_dir / name, inputs=[source, driving], overwrite=args.overwrite)
-        with FrameWriter(out_dir / name, overwrite=args.overwrite) as writer:
+        check_output(out_dir / name, inputs=[source, driving], overwrite=True)
+        with FrameWriter(out_dir / name, overwrite=True) as writer:
             for frame in frames:
                 if args.max_frames is not None and frame.index >= args.max_frames:
                     break
@@ -227,17 +229,18 @@ def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | Non
             if args.data is None:  # relative paths in the CSV start from its own folder
                 args.data = pairs_path.parent
             pairs = default_pairs(args.data, args.max_pairs) if args.pairs == "auto" else pairs_path
-            animate = None
             if args.checkpoint is not None:
-                check_engine(engine, resolve_device(args.device))
                 if args.pred is not None:
                     raise ValueError("give either --pred (existing results) or --checkpoint (animate the pairs)")
                 args.pred = args.recon_out or Path(args.output).parent / "animations"
-                animate = pair_animator(args, engine, args.pred)
+                report = _pairs_batch(args, options, engine, pairs)
+                if report is None:  # another rank of a torchrun run: rank 0 writes the report
+                    return 0
             elif args.pred is None:
                 raise ValueError("--pairs needs --pred (existing results) or --checkpoint (animate the pairs first)")
-            report = evaluate_cross_identity(pairs, args.pred, args.data, options,
-                                             result_pattern=args.result_pattern, animate=animate)
+            else:
+                report = evaluate_cross_identity(pairs, args.pred, args.data, options,
+                                                 result_pattern=args.result_pattern)
         elif args.checkpoint is not None:
             if args.data is None:
                 raise ValueError("--checkpoint needs --data (the dataset root)")
@@ -249,7 +252,13 @@ def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | Non
                 kwargs["engine"] = engine
             if args.config is not None:
                 kwargs["config"] = args.config
+            if fn is reconstruct:
+                from mrfa.inference.batch import init_batch
+
+                kwargs["dist"] = dist = init_batch(args.device)
             produced = fn(**kwargs)
+            if fn is reconstruct and not dist.is_main:  # another rank of a torchrun run
+                return 0
             args.pred = Path(produced) if isinstance(produced, (str, Path)) else out_dir
             args.gt = args.gt or (args.data / "test" if (args.data / "test").is_dir() else args.data)
             report = evaluate_reconstruction(args.pred, args.gt, options)
@@ -276,3 +285,79 @@ def run(args: argparse.Namespace, *, reconstruct_fn: Callable[..., object] | Non
               "others", file=sys.stderr)
         return 1
     return 0
+
+
+def _pairs_batch(args: argparse.Namespace, options: EvalOptions, engine: EngineOptions,
+                 pairs: Any) -> Optional[dict[str, Any]]:
+    """``--pairs --checkpoint``: animate and score every pair, sharded over torchrun ranks and resumable
+    (:mod:`mrfa.inference.batch`); rank 0 merges the per-pair records into the report a one-process run writes."""
+    import dataclasses
+
+    from mrfa.inference.batch import BatchRun, WorkItem, checkpoint_sha256, init_batch, run_batch, safe_key
+    from mrfa.media.video import video_info, video_key
+    from mrfa.metrics.evaluate import NOT_OFFLINE, read_pairs, resolve_pair, temporal_report
+    from mrfa.metrics.image import MetricAggregator
+
+    rows = read_pairs(Path(pairs)) if isinstance(pairs, (str, Path)) else list(pairs)
+    if not rows:
+        raise ValueError("the pair list is empty")
+    dist = init_batch(args.device)
+    check_engine(engine, dist.device)
+    out_dir = Path(args.pred)
+    item_options = dataclasses.replace(options, per_frame=True)
+    items = []
+    for number, row in enumerate(rows, start=1):
+        src, drv = resolve_pair(row, args.data)
+        name = args.result_pattern.format(source=video_key(src), driving=video_key(drv))
+        try:
+            weight = video_info(drv).num_frames
+        except (ValueError, OSError):
+            weight = 1
+        items.append(WorkItem(safe_key(name), weight, {"row": number, "pair": dict(row), "name": name}))
+    animate = pair_animator(args, engine, out_dir, device=str(dist.device))
+    options_record = {"metrics": list(options.metrics), "relative": args.relative, "adapt_scale": args.adapt_scale,
+                      "best_frame": args.best_frame, "find_best_frame": args.find_best_frame, "smooth": args.smooth,
+                      "max_frames": args.max_frames, "result_pattern": args.result_pattern,
+                      "engine": dataclasses.asdict(engine), "psnr_cap": options.psnr_cap,
+                      "face_backend": options.face_backend, "identity_backend": options.identity_backend}
+    signature = {"checkpoint_sha256": checkpoint_sha256(args.checkpoint), "options": options_record}
+
+    def process(item: WorkItem) -> dict[str, Any]:
+        try:
+            report = evaluate_cross_identity([item.payload["pair"]], out_dir, args.data, item_options,
+                                             result_pattern=args.result_pattern, animate=animate)
+        except ValueError as err:  # the one pair failed: its own reason, without the list-level preamble
+            raise ValueError(str(err).split("; row 1: ", 1)[-1]) from None
+        video = item.payload["name"]
+        return {"video": video, "frames": report["overall"]["frames"], "per_frame": report["per_frame"],
+                "counts": report["per_video"].get(video, {}).get("counts", {}),
+                "temporal": report["temporal"]["per_video"], "protocol": report["protocol"]}
+
+    def merge(done: list) -> dict[str, Any]:
+        agg, temporal, failed, protocol = MetricAggregator(), {}, [], None
+        for item, record in done:
+            if "error" in record:
+                failed.append({"row": item.payload["row"], "source": item.payload["pair"].get("source"),
+                               "driving": item.payload["pair"].get("driving"), "error": record["error"]})
+                continue
+            protocol = protocol or record["protocol"]
+            for row in record["per_frame"]:
+                values = {k: (float(v) if isinstance(v, str) else v) for k, v in row.items()
+                          if k not in ("video", "frame")}
+                agg.add(row["video"], row["frame"], values, keep=options.per_frame)
+            for key, n in record["counts"].items():
+                agg.count(record["video"], key, n)
+            temporal.update(record["temporal"])
+        if not protocol:
+            raise ValueError(f"none of the {len(done)} pairs could be scored; row {failed[0]['row']}: "
+                             f"{failed[0]['error']}")
+        return {"mode": "cross_identity", "pairs": str(pairs) if isinstance(pairs, (str, Path)) else "generated",
+                "pair_list": rows, "pred": str(out_dir), "data": str(args.data), "protocol": protocol,
+                "checkpoint_sha256": signature["checkpoint_sha256"],
+                **agg.summary(per_frame=options.per_frame), "temporal": temporal_report(temporal),
+                "failed_pairs": failed, "not_computed": NOT_OFFLINE}
+
+    return run_batch(BatchRun(output=out_dir, items=items, signature=signature, process=process, merge=merge,
+                              layout=tuple(it.payload["name"] for it in items),
+                              inputs=(args.data, args.checkpoint, pairs if isinstance(pairs, (str, Path)) else None),
+                              overwrite=args.overwrite), dist, progress=True)

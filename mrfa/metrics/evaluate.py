@@ -206,13 +206,18 @@ class Scorer:
 
     def temporal_report(self) -> dict[str, object]:
         """``{"per_video": {...}, "overall": {...}}`` of the per-video figures (overall: mean over videos)."""
-        overall: dict[str, object] = {}
-        keys = [k for block in self.temporal.values() for k, v in block.items() if isinstance(v, (int, float))]
-        for k in dict.fromkeys(keys):
-            vals = [b[k] for b in self.temporal.values() if isinstance(b.get(k), (int, float))
-                    and math.isfinite(b[k])]
-            overall[k] = float(np.mean(vals)) if vals else None
-        return {"per_video": dict(self.temporal), "overall": overall}
+        return temporal_report(self.temporal)
+
+
+def temporal_report(per_video: dict[str, dict[str, object]]) -> dict[str, object]:
+    """``{"per_video": ..., "overall": ...}``: the overall figure of each key is the mean over the videos where it
+    is a finite number."""
+    overall: dict[str, object] = {}
+    keys = [k for block in per_video.values() for k, v in block.items() if isinstance(v, (int, float))]
+    for k in dict.fromkeys(keys):
+        vals = [b[k] for b in per_video.values() if isinstance(b.get(k), (int, float)) and math.isfinite(b[k])]
+        overall[k] = float(np.mean(vals)) if vals else None
+    return {"per_video": dict(per_video), "overall": overall}
 
 
 class TrackRecorder:
@@ -296,6 +301,11 @@ def evaluate_reconstruction(pred_root: Path, gt_root: Path, options: EvalOptions
             "temporal": scorer.temporal_report(), "unmatched": unmatched}
 
 
+def resolve_pair(row: dict[str, str], data_root: Path) -> tuple[Path, Path]:
+    """The source and driving paths of a pairs row (relative ones start from ``data_root``)."""
+    return _resolve(row["source"], Path(data_root)), _resolve(row["driving"], Path(data_root))
+
+
 def _resolve(path_text: str, base: Path) -> Path:
     p = Path(path_text)
     return p if p.is_absolute() else base / p
@@ -372,7 +382,7 @@ def evaluate_cross_identity(pairs: Path | Sequence[dict[str, str]], pred_root: P
     failed: list[dict[str, object]] = []
     for number, row in enumerate(rows, start=1):
         try:
-            src, drv = _resolve(row["source"], data_root), _resolve(row["driving"], data_root)
+            src, drv = resolve_pair(row, data_root)
             for what, path in (("source", src), ("driving video", drv)):
                 if not path.exists():
                     raise FileNotFoundError(f"{what} {path} does not exist")
