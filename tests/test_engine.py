@@ -3,6 +3,7 @@ choice the machine cannot serve is refused with one sentence."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import mrfa
 from mrfa.cli import main as mrfa_main
 from mrfa.inference import engine as E
 from mrfa.inference.engine import EngineOptions, check_engine, prepare_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CPU = torch.device("cpu")
 
@@ -104,3 +107,37 @@ def test_cli_refuses_fp16_on_cpu_before_reading_anything(tmp_path, capsys) -> No
                       "--precision", "fp16"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].startswith("mrfa animate: error:") and "needs a GPU" in err[-1]
+
+
+def test_speed_presets_resolve_per_machine(monkeypatch) -> None:
+    import mrfa.inference.engine as E
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(E, "cpu_supports_bf16", lambda: False)
+    assert E.speed_preset("exact", cpu)[0] == E.EngineOptions()
+    assert E.speed_preset("fast", cpu)[0] == E.EngineOptions()  # emulated bf16 would be slower than fp32
+    assert E.speed_preset("fastest", cpu)[0] == E.EngineOptions(refine_levels=-1)
+    monkeypatch.setattr(E, "cpu_supports_bf16", lambda: True)
+    fast, said = E.speed_preset("fast", cpu)
+    assert fast == E.EngineOptions(precision="bf16", channels_last=True) and "72 dB" in said
+    assert E.speed_preset("fastest", cpu)[0].refine_levels == -1
+    with pytest.raises(ValueError, match="unknown --speed"):
+        E.speed_preset("ludicrous", cpu)
+
+
+def test_negative_refine_levels_count_from_the_finest() -> None:
+    import mrfa
+    from mrfa.inference.engine import EngineOptions, prepare_model, refinement_levels
+
+    model = mrfa.build_model(mrfa.load_config(ROOT / "configs" / "tiny.yaml")).eval()
+    levels = refinement_levels(model)
+    prepare_model(model, EngineOptions(refine_levels=-1), torch.device("cpu"))
+    assert model.refiner.refine_levels == levels - 1
+
+
+def test_speed_and_expert_flags_are_not_mixed(tmp_path, capsys) -> None:
+    from mrfa.cli import main
+
+    code = main(["animate", "--checkpoint", "x.pt", "--source", "s.png", "--driving", "d.mp4", "--output",
+                 str(tmp_path / "o.mp4"), "--speed", "fast", "--precision", "bf16"])
+    assert code == 1 and "give --speed or the expert engine flags" in capsys.readouterr().err

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+import torch
 
 from mrfa.inference.animate import Animator
-from mrfa.inference.engine import EngineOptions, check_engine
+from mrfa.inference.engine import EngineOptions, check_engine, speed_preset
 from mrfa.inference.pipeline import AnimateRequest, Cancelled, animate_to_file
 from mrfa.inference.smoothing import OneEuroParams
 from mrfa.media.video import iter_video_frames, video_info
@@ -29,22 +30,18 @@ from mrfa.utils.device import resolve_device
 # vox256 model (tools/benchmark.py forward, parity fixture weights; 2-core AMD EPYC, 2026-11-29): the page names them.
 ENGINES: dict[str, tuple[str, str]] = {
     "exact": ("exact (fp32, the parity reference)", "identical to the reference"),
-    "faster": ("faster (bf16 convolutions)", "72 dB PSNR against fp32, 1.6x on a bf16 CPU"),
-    "fastest": ("fastest (bf16, last level not refined)", "43 dB PSNR against fp32, 2.5x on a bf16 CPU"),
+    "faster": ("faster (bf16 convolutions where the CPU has bf16)", "72 dB PSNR against fp32, 1.6x"),
+    "fastest": ("fastest (also the finest level not refined)", "43 dB PSNR against fp32, 2.5x with bf16"),
 }
 FIGURE_FRAMES = 150  # the cross-identity figures are computed on at most this many frames of the result
 
 
-def engine_options(choice: str, model_levels: int) -> EngineOptions:
-    """The :class:`EngineOptions` of a page choice ("exact", "faster", "fastest") for a model with
-    ``model_levels`` refinement levels."""
-    if choice == "exact":
-        return EngineOptions()
-    if choice == "faster":
-        return EngineOptions(precision="bf16", channels_last=True)
-    if choice == "fastest":
-        return EngineOptions(precision="bf16", channels_last=True, refine_levels=max(1, model_levels - 1))
-    raise ValueError(f"unknown engine {choice!r}; choose {', '.join(ENGINES)}")
+def engine_options(choice: str, device: torch.device) -> EngineOptions:
+    """The :class:`EngineOptions` of a page choice ("exact", "faster", "fastest"): the ``--speed`` presets
+    (exact, fast, fastest) resolved for ``device``."""
+    if choice not in ENGINES:
+        raise ValueError(f"unknown engine {choice!r}; choose {', '.join(ENGINES)}")
+    return speed_preset({"exact": "exact", "faster": "fast", "fastest": "fastest"}[choice], device)[0]
 
 
 def describe_checkpoint(path: Path) -> str:
@@ -98,14 +95,7 @@ class ModelPool:
                                          "engine for it")
                     options = EngineOptions(backend="onnxruntime")
                 else:
-                    probe = Animator.from_checkpoint(checkpoint, device=self.device, batch_size=self.batch_size)
-                    levels = probe.model.generator.num_levels if hasattr(probe.model.generator, "num_levels") \
-                        else probe.model.config.model.generator.num_down_blocks + 1
-                    options = engine_options(engine, levels)
-                    if options == EngineOptions():
-                        self._animator, self._key = probe, key
-                        return probe
-                    del probe
+                    options = engine_options(engine, resolve_device(self.device))
                 check_engine(options, resolve_device(self.device))
                 self._animator = Animator.from_checkpoint(checkpoint, device=self.device, batch_size=self.batch_size,
                                                           engine=options)

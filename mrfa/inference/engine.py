@@ -53,6 +53,47 @@ class EngineOptions:
     refine_levels: Optional[int] = None
 
 
+def refinement_levels(model: nn.Module) -> int:
+    """How many refinement levels ``model`` has (one per generator level: ``num_down_blocks + 1``)."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        return int(config.model.generator.num_down_blocks) + 1
+    return len(getattr(model.generator, "channels", ())) or 1
+
+
+# The user-facing speed presets. Each is resolved per machine to the fastest combination measured to keep its
+# accuracy bound against the fp32 reference (tools/benchmark.py forward, the official vox256 model on the parity
+# fixture weights; 2-core AMD EPYC with AVX512-BF16, 2026-11-29):
+#   exact    fp32 eager                                    the parity reference (identical)
+#   fast     bf16 + channels_last                 72 dB    1.6x   (>= 60 dB)   on a CPU without bf16: exact
+#   fastest  bf16 + channels_last + levels N-1    43 dB    2.5x   (>= 40 dB)   on a CPU without bf16: fp32 + N-1
+SPEEDS = ("exact", "fast", "fastest")
+
+
+def speed_preset(speed: str, device: torch.device) -> tuple[EngineOptions, str]:
+    """The engine options of a speed preset on ``device`` and a line saying what was chosen and how accurate it
+    was measured to be.
+
+    Raises:
+        ValueError: an unknown preset.
+    """
+    if speed not in SPEEDS:
+        raise ValueError(f"unknown --speed {speed!r}; choose {', '.join(SPEEDS)}")
+    if speed == "exact":
+        return EngineOptions(), "exact: fp32, the parity reference"
+    reduced = "bf16" if device.type == "cpu" and cpu_supports_bf16() else "fp16" if device.type == "cuda" else None
+    if speed == "fast":
+        if reduced is None:
+            return EngineOptions(), "fast: fp32 (this CPU has no native bf16, which would be slower than fp32)"
+        return (EngineOptions(precision=reduced, channels_last=True),
+                f"fast: {reduced} + channels_last (measured 72 dB PSNR against fp32 with bf16)")
+    if reduced is None:
+        return (EngineOptions(refine_levels=-1),
+                "fastest: fp32, finest level not refined (measured 43 dB PSNR against fp32; this CPU has no bf16)")
+    return (EngineOptions(precision=reduced, channels_last=True, refine_levels=-1),
+            f"fastest: {reduced} + channels_last, finest level not refined (measured 43 dB PSNR against fp32)")
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), so that bf16 is not emulated (slow)."""
     try:
@@ -86,8 +127,9 @@ def check_engine(options: EngineOptions, device: torch.device) -> None:
         raise ValueError(f"unknown backend {options.backend!r}; choose torch or onnxruntime")
     if options.precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"unknown precision {options.precision!r}; choose fp32, bf16 or fp16")
-    if options.refine_levels is not None and options.refine_levels < 1:
-        raise ValueError(f"--refine-levels must be >= 1, got {options.refine_levels}")
+    if options.refine_levels is not None and options.refine_levels == 0:
+        raise ValueError("--refine-levels must be >= 1 (a count of the coarsest levels) or negative (-1: all "
+                         "but the finest level), not 0")
     if options.backend == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401
@@ -138,7 +180,9 @@ def prepare_model(model: nn.Module, options: EngineOptions, device: torch.device
     The model must already be on ``device`` and in eval mode.
     """
     check_engine(options, device)
-    model.refiner.refine_levels = options.refine_levels
+    levels = refinement_levels(model)
+    refine = options.refine_levels
+    model.refiner.refine_levels = refine if refine is None or refine > 0 else max(1, levels + refine)
     if options.precision in _DTYPES:
         apply_reduced_precision(model, options.precision)
     if options.channels_last:
