@@ -496,7 +496,7 @@ RANGES: dict[str, tuple[Optional[float], Optional[float]]] = {
     "model.structure.kp_variance": _POS,
     "model.refinement.corr_levels": (1, 8), "model.refinement.corr_radius": (0, 8),
     "model.refinement.context_dim": (1, 4096), "model.refinement.hidden_dim": (1, 4096),
-    "data.num_repeats": (1, None), "data.augmentation.brightness": (0.0, None),
+    "data.num_repeats": (1, 100_000), "data.augmentation.brightness": (0.0, None),
     "data.augmentation.contrast": (0.0, None), "data.augmentation.saturation": (0.0, None),
     "data.augmentation.hue": (0.0, 0.5), "data.split_len": (1, None), "data.synthetic_train": (1, None),
     "data.synthetic_test": (1, None), "data.synthetic_frames": (2, None), "data.num_workers": (0, 256),

@@ -798,3 +798,8 @@ def test_bad_thread_count_variable_is_named(media: dict[str, Path], tmp_path: Pa
     assert mrfa_main(_anim(media, tmp_path)) == 1
     err = capsys.readouterr().err
     assert "OMP_NUM_THREADS='lots' is not a positive whole number" in err and not (tmp_path / "out.mp4").exists()
+
+
+def test_dataset_repeats_are_bounded(capsys) -> None:
+    assert mrfa_main(["train", "--config", str(TINY), "--set", "data.num_repeats=1000000000", "--dry-run"]) == 1
+    assert "'data.num_repeats' must be in [1, 100000]" in capsys.readouterr().err
