@@ -168,6 +168,10 @@ class TrainingObjective(nn.Module):
             a = lc.adversarial
             kp = kp_driving.value.detach()
             fake = disc(out.prediction, kp)
+            # The real batch passes the discriminator here (no graph: feature matching only) and again in the
+            # discriminator step (with its graph). Reusing one pass would keep the real batch's discriminator graph
+            # alive through the generator's backward, and under DDP a discriminator forward must be followed by
+            # that discriminator's own backward in the same step; the extra forward is the cheaper price.
             with torch.no_grad():
                 real = disc(driving, kp)
             losses["generator_gan"] = generator_gan_loss(fake, a.generator_gan)
