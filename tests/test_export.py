@@ -22,7 +22,7 @@ from mrfa.inference.export import OnnxModel, export_onnx  # noqa: E402
 TPS = ["model.prior=tpsm", "model.num_kp=4", "model.tps.num_tps=4"]
 VARIANTS = {  # the default MTIA model round-trips in test_cli_export_and_animate_with_onnxruntime
     "tpsm": (TPS, ()),
-    "background": (["model.background=true"], ()),
+    "background": (["model.background=true"], (pytest.mark.slow,)),
     "fomm": (["model.prior=fomm"], (pytest.mark.slow,)),
     "prior-only": (["model.refinement.prior_only=true"], (pytest.mark.slow,)),
 }
