@@ -58,12 +58,14 @@ def server(tmp_path_factory):
              "text": d / "notes.png", "work": d / "work"}
     write_image(files["src"], _clip(1, 5)[0])
     write_video(files["short"], _clip(12), fps=10)
-    write_video(files["long"], _clip(600, 1), fps=25)
+    write_video(files["long"], _clip(300, 1), fps=25)
+    files["longer"] = d / "longer.mp4"  # long enough that Cancel always lands mid-run
+    write_video(files["longer"], _clip(1500, 2), fps=25)
     files["text"].write_text("this is not a picture")
     port = _free_port()
     log = open(d / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "mrfa", "app", "--checkpoint", str(ckpt), "--port", str(port),
-                             "--device", "cpu", "--max-frames", "1000", "--max-upload-mb", "20", "--work-dir",
+                             "--device", "cpu", "--max-frames", "2000", "--max-upload-mb", "20", "--work-dir",
                              str(files["work"]), "--no-face-figures"], cwd=d, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
@@ -196,8 +198,8 @@ def test_browser_animate_progress_play_download_local_only(server, browser, tmp_
     _shot(page, "app-before.jpg")
     _upload(page, files, "src", "long")
     page.click("#animate-button")
-    first_frame_s = _wait_text(page, r"[1-9]\d* ?/ ?600 frames", 60)  # click to the first rendered frame
-    _wait_text(page, r"\d+ / 600 frames, about \d+ s left", 60)
+    first_frame_s = _wait_text(page, r"[1-9]\d* ?/ ?300 frames", 60)  # click to the first rendered frame
+    _wait_text(page, r"\d+ / 300 frames, about \d+ s left", 60)
     _shot(page, "app-progress.jpg")
     page.locator("#result video").wait_for(timeout=180_000)
     playing = page.evaluate("""async () => {
@@ -212,7 +214,7 @@ def test_browser_animate_progress_play_download_local_only(server, browser, tmp_
     saved = tmp_path / "download.mp4"
     dl.value.save_as(saved)
     assert playing, "the result video does not play"
-    assert video_info(saved).num_frames == 600
+    assert video_info(saved).num_frames == 300
     assert outside == [], outside
     print(f"page load {load_s:.2f} s, click to first frame {first_frame_s:.2f} s")
 
@@ -222,9 +224,9 @@ def test_browser_cancel_leaves_no_output(server, browser) -> None:
     before = _results(files)
     outside: list[str] = []
     page = _page(browser, url, outside)
-    _upload(page, files, "src", "long")
+    _upload(page, files, "src", "longer")
     page.click("#animate-button")
-    _wait_text(page, r"[1-9]\d* / 600 frames", 60)
+    _wait_text(page, r"[1-9]\d* / 1500 frames", 60)
     page.click("#cancel-button")
     deadline = time.time() + 30
     while time.time() < deadline and (any(".partial-" in n for n in _results(files)) or

@@ -40,7 +40,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
         torch.manual_seed(seed)
         out[name] = d / f"{name}.pt"
         mrfa.save_snapshot(out[name], mrfa.build_model(cfg), cfg)
-    for split_name, count, frames in (("five", 5, 24), ("one", 1, 12), ("long", 6, 90)):
+    for split_name, count, frames in (("five", 5, 24), ("one", 1, 12), ("long", 6, 60)):
         folder = d / split_name / "test"
         folder.mkdir(parents=True)
         for i in range(count):
