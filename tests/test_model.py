@@ -240,3 +240,9 @@ def test_checkpoint_errors(tmp_path, tiny, tiny_cfg):
     # a snapshot of another size does not fit a given config
     with pytest.raises(CheckpointError, match="shape mismatches"):
         load_checkpoint(good, config=load_config(ROOT / "configs" / "tiny.yaml", ["model.num_kp=5"]))
+
+
+def test_the_model_says_whether_it_has_jacobians():
+    for name, expected in (("tiny", True), ("vox256-tpsm", False)):
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert mrfa.build_model(cfg).has_jacobian is expected, name

@@ -48,6 +48,7 @@ class FOMMKeypointDetector(nn.Module):
         # 7x7 without padding: 64x64 features -> 58x58 heatmaps.
         self.kp = nn.Conv2d(self.predictor.out_filters, num_kp, kernel_size=7, padding=0)
         self.jacobian: Optional[nn.Conv2d] = None
+        self.has_jacobian = bool(estimate_jacobian)  # whether forward returns jacobians
         self.num_jacobian_maps = 0
         if estimate_jacobian:
             self.num_jacobian_maps = 1 if single_jacobian_map else num_kp

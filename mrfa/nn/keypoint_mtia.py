@@ -239,6 +239,7 @@ class MTIADetector(nn.Module):
         super().__init__()
         self.image_size = image_size
         self.num_kp = num_kp
+        self.has_jacobian = bool(estimate_jacobian)  # whether forward returns jacobians
         self.pre_feature = HRNetStem(
             in_channels=in_channels, stem_channels=stem_channels, layer1_blocks=layer1_blocks,
             stage2_modules=stage2_modules, stage2_blocks=tuple(stage2_blocks),

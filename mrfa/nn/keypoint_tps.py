@@ -32,6 +32,7 @@ class TPSKeypointDetector(nn.Module):
         super().__init__()
         self.num_tps = num_tps
         self.num_kp = num_tps * POINTS_PER_TPS
+        self.has_jacobian = False  # TPS keypoints carry no jacobians
         self.fg_encoder = ResNet18(in_channels=num_channels, num_outputs=self.num_kp * 2)
 
     def forward(self, image: Tensor) -> Keypoints:

@@ -56,6 +56,11 @@ class MRFA(nn.Module):
         self.image_size, self.num_channels, self.kp_group = image_size, num_channels, kp_group
 
     # ------------------------------------------------------------------ checks
+    @property
+    def has_jacobian(self) -> bool:
+        """Whether the keypoint detector predicts jacobians (local affine prior) or plain points (TPS)."""
+        return bool(getattr(self.kp_detector, "has_jacobian", False))
+
     def check_image(self, x: Tensor, name: str) -> None:
         """Raise one clear ValueError unless ``x`` is a float [B, C, size, size] tensor."""
         want = f"[B, {self.num_channels}, {self.image_size}, {self.image_size}]"

@@ -122,10 +122,8 @@ class TrainingObjective(nn.Module):
         return self.cfg.loss.equivariance_value != 0 or self.uses_jacobian()
 
     def uses_jacobian(self) -> bool:
-        m = self.cfg.model
-        has_jacobian = m.prior != "tpsm" and (m.mtia.estimate_jacobian if m.prior == "mtia"
-                                              else m.fomm_detector.estimate_jacobian)
-        return self.cfg.loss.equivariance_jacobian != 0 and has_jacobian
+        """Whether the jacobian equivariance term applies: weighted, and the model's detector has jacobians."""
+        return self.cfg.loss.equivariance_jacobian != 0 and self.model.has_jacobian
 
     def sample_transform(self, batch: int, generator: Optional[torch.Generator],
                          device: torch.device) -> Optional[RandomTPSTransform]:
