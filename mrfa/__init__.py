@@ -22,10 +22,14 @@ def __getattr__(name: str) -> Any:
         from . import checkpoint
 
         return getattr(checkpoint, name)
-    if name in ("ConfigError", "ExperimentConfig", "load_config", "load_official_config"):
+    if name in ("ConfigError", "ExperimentConfig", "load_config"):
         from . import config
 
         return getattr(config, name)
+    if name == "load_official_config":
+        from .official import load_official_config
+
+        return load_official_config
     if name == "MRFA":
         from .nn.mrfa import MRFA
 

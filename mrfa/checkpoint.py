@@ -17,7 +17,7 @@ import torch
 
 from .config import ExperimentConfig, ModelConfig, config_from_dict, config_to_dict
 from .media.writer import WriteError, atomic_write_with, describe_os_error
-from .official import is_official_state, official_to_ours, strip_module_prefix
+from .official import infer_official_config, is_official_state, official_to_ours
 from .utils.paths import require_file
 from .version import __version__
 
@@ -161,19 +161,6 @@ def save_snapshot(path: str | Path, model: torch.nn.Module, config: ExperimentCo
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_save({"format": SNAPSHOT_FORMAT, "mrfa_version": __version__, "config": config_to_dict(config),
                  "model": state, **extra}, path, overwrite=overwrite)
-
-
-def infer_official_config(state: dict) -> ExperimentConfig:
-    """Official checkpoints carry no config: read the variant from the key names (shapes checked on load)."""
-    keys = strip_module_prefix(state).keys()
-    model = ModelConfig()
-    if any(k.startswith("encoder.predictor.") for k in keys):
-        model.prior = "fomm"
-    elif any(k.startswith("encoder.fg_encoder.") for k in keys):
-        model.prior = "tpsm"
-    model.background = any(k.startswith("bg_predictor.") for k in keys)
-    model.refinement.prior_only = not any(k.startswith("decoder.corr_enc.") for k in keys)
-    return ExperimentConfig(model=model)
 
 
 def _describe_mismatch(path: Path, missing: list[str], unexpected: list[str], shapes: list[str]) -> str:

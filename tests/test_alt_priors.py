@@ -15,7 +15,7 @@ from parity_helpers import compare, fixture_inputs, load_fixture, recipe_state_d
 from torch import nn
 
 from mrfa.builders import build_dense_motion, build_kp_detector
-from mrfa.config import from_official
+from mrfa.official import from_official
 from mrfa.nn.bg_motion import BGMotionPredictor
 from mrfa.nn.dense_motion_tps import TPSDenseMotionNetwork
 from mrfa.nn.intermediates import capture

@@ -300,7 +300,7 @@ def _recon_failures(corr_mode: str, corr_impl: str, device: str) -> list[str]:
     from parity_helpers import fixture_inputs, load_fixture, recipe_state_dict
 
     from mrfa.builders import build_model
-    from mrfa.config import from_official
+    from mrfa.official import from_official
     from mrfa.official import official_to_ours
 
     paths = [p for p in tp.FIXTURES if p.stem == "vox256-mtia"]

@@ -5,8 +5,8 @@ above it:
 
     0  version, types, utils                  (no mrfa imports but these)
     1  ops | media                            (the tensor ops and the file / pixel layer, beside each other)
-    2  config, official
-    3  nn | losses
+    2  config
+    3  official | nn | losses                (official: the official format: key map, config importer)
     4  builders
     5  checkpoint
     6  data | metrics
@@ -33,8 +33,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mrfa"
 LAYERS: dict[str, int] = {
     "version": 0, "types": 0, "utils": 0,
     "ops": 1, "media": 1,
-    "config": 2, "official": 2,
-    "nn": 3, "losses": 3,
+    "config": 2,
+    "official": 3, "nn": 3, "losses": 3,
     "builders": 4,
     "checkpoint": 5,
     "data": 6, "metrics": 6,

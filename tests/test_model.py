@@ -12,7 +12,8 @@ from parity_helpers import find_fixture, fixture_files, load_fixture, recipe_sta
 
 import mrfa
 from mrfa.checkpoint import CheckpointError, load_checkpoint, save_snapshot
-from mrfa.config import ConfigError, ExperimentConfig, config_to_dict, from_official, load_config
+from mrfa.config import ConfigError, ExperimentConfig, config_to_dict, load_config
+from mrfa.official import from_official
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

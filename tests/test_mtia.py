@@ -21,7 +21,7 @@ from parity_helpers import (
     recipe_state_dict,
 )
 
-from mrfa.config import mtia_kwargs_from_official
+from mrfa.official import mtia_kwargs_from_official
 from mrfa.nn.intermediates import capture
 from mrfa.nn.keypoint_mtia import MTIADetector, sine_position_embedding
 

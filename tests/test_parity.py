@@ -24,7 +24,7 @@ from parity_helpers import (
 )
 
 from mrfa.builders import build_model
-from mrfa.config import from_official
+from mrfa.official import from_official
 from mrfa.nn.intermediates import capture
 from mrfa.nn.relative_motion import normalize_kp
 from mrfa.official import official_to_ours

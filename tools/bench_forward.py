@@ -57,7 +57,7 @@ def _load(args: argparse.Namespace):
     import torch
 
     import mrfa
-    from mrfa.config import from_official
+    from mrfa.official import from_official
     from mrfa.official import official_to_ours
 
     if args.fixture:

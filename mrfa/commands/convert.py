@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from mrfa.checkpoint import convert_official
-from mrfa.config import load_config, load_official_config, read_yaml
+from mrfa.config import load_config, read_yaml
+from mrfa.official import load_official_config
 from mrfa.media.writer import check_output
 
 
