@@ -21,6 +21,7 @@ from mrfa.inference.animate import Animator
 from mrfa.inference.engine import EngineOptions, check_engine, speed_preset
 from mrfa.inference.pipeline import AnimateRequest, Cancelled, animate_to_file
 from mrfa.inference.smoothing import OneEuroParams
+from mrfa.media.convert import float_to_uint8
 from mrfa.media.video import iter_video_frames, video_info
 from mrfa.media.writer import FrameWriter
 from mrfa.metrics.image import IMAGE_METRICS, MetricAggregator, frame_metrics
@@ -283,7 +284,7 @@ def reconstruct_job(animator: Animator, video: Path, out_dir: Path, job: Job, *,
             if job.stop.is_set():
                 raise Cancelled("stopped on request; nothing was written")
             agg.add("video", t, frame_metrics(pred, driving), keep=False)
-            pred8 = np.clip(np.rint(np.asarray(pred) * 255.0), 0, 255).astype(np.uint8)
+            pred8 = float_to_uint8(pred)
             if scorer is not None:
                 lpips_values.append(float(scorer(pred8, driving)))
             writer.write(np.concatenate([driving, pred8], axis=1))

@@ -8,13 +8,14 @@ sentence in the page while it keeps serving.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
@@ -35,7 +36,7 @@ from mrfa.app.jobs import (  # noqa: E402
     progress_text,
     reconstruct_job,
 )
-from mrfa.media.video import VideoReadError, write_image, write_video  # noqa: E402
+from mrfa.media.video import write_image, write_video  # noqa: E402
 
 logger = logging.getLogger(__name__)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -125,17 +126,23 @@ class App:
             raise ValueError("choose one of the listed checkpoints")
         return self.checkpoints[label]
 
-    def _start(self, request: Optional[gr.Request]) -> Job:
+    @contextlib.contextmanager
+    def _job(self, request: Optional[gr.Request]) -> Iterator[Job]:
+        """A running job of this page (what Cancel stops); its errors reach the page as one sentence."""
         job = Job()
+        key = getattr(request, "session_hash", None) or job.id
         with self._lock:
-            self.jobs[getattr(request, "session_hash", None) or job.id] = job
-        return job
-
-    def _finish(self, request: Optional[gr.Request], job: Job) -> None:
-        with self._lock:
-            key = getattr(request, "session_hash", None) or job.id
-            if self.jobs.get(key) is job:
-                del self.jobs[key]
+            self.jobs[key] = job
+        try:
+            yield job
+        except Cancelled:
+            raise gr.Error("Cancelled: nothing was written.") from None
+        except (ValueError, OSError, RuntimeError) as err:  # VideoReadError and FileNotFoundError included
+            raise gr.Error(_one_sentence(err)) from None
+        finally:
+            with self._lock:
+                if self.jobs.get(key) is job:
+                    del self.jobs[key]
 
     def _report(self, progress: gr.Progress):
         def update(job: Job) -> None:
@@ -147,8 +154,7 @@ class App:
                 side_by_side: bool, request: gr.Request = None,
                 progress: gr.Progress = gr.Progress()) -> tuple[str, str, Any]:
         """Animate ``source`` with ``driving``; returns (result video, the same file to download, figures)."""
-        job = self._start(request)
-        try:
+        with self._job(request) as job:
             src = check_upload(upload_path(source, "source photo"), "source photo", self.limits)
             drv = check_upload(upload_path(driving, "driving video"), "driving video", self.limits)
             job.total = check_video_length(drv, "driving video", self.limits)
@@ -159,12 +165,6 @@ class App:
                                        smoothing=float(smoothing or 0.0), side_by_side=bool(side_by_side))
             report = animate_job(animator, src, drv, settings, self.results, job, on_progress=self._report(progress),
                                  figures=self.settings.face_figures)
-        except Cancelled:
-            raise gr.Error("Cancelled: nothing was written.") from None
-        except (ValueError, FileNotFoundError, VideoReadError, OSError, RuntimeError) as err:
-            raise gr.Error(_one_sentence(err)) from None
-        finally:
-            self._finish(request, job)
         figures = {"frames": report["frames"], "fps": report["fps"], "audio kept": report["audio"],
                    "seconds": report["seconds"], "face figures": report["figures"]}
         return report["video"], report["video"], figures
@@ -172,19 +172,12 @@ class App:
     def reconstruct(self, video: Optional[str], checkpoint: Optional[str], engine: str, request: gr.Request = None,
                     progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
         """Reconstruct ``video`` from its first frame; returns (input | reconstruction video, metrics)."""
-        job = self._start(request)
-        try:
+        with self._job(request) as job:
             path = check_upload(upload_path(video, "video"), "video", self.limits)
             job.total = check_video_length(path, "video", self.limits)
             progress((0, job.total), desc="loading the model", unit="frames")
             animator = self.models.get(self._checkpoint(checkpoint), engine)
             report = reconstruct_job(animator, path, self.results, job, on_progress=self._report(progress))
-        except Cancelled:
-            raise gr.Error("Cancelled: nothing was written.") from None
-        except (ValueError, FileNotFoundError, VideoReadError, OSError, RuntimeError) as err:
-            raise gr.Error(_one_sentence(err)) from None
-        finally:
-            self._finish(request, job)
         return report["video"], {"frames": report["frames"], **report["metrics"]}
 
     def cancel(self, request: gr.Request = None) -> None:

@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import json
 import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -133,8 +134,6 @@ def prepare_output(output: Path, *, inputs: Sequence[Any], overwrite: bool, layo
     if overwrite:
         for p in output.iterdir():
             if p.is_dir() and not p.is_symlink():
-                import shutil
-
                 shutil.rmtree(p)
             else:
                 p.unlink()

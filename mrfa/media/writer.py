@@ -214,11 +214,7 @@ def atomic_path(path: PathLike, *, fsync: bool = True, overwrite: bool = False,
     try:
         yield tmp
         if fsync and tmp.is_file():
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(tmp)
         install(tmp, path, overwrite=overwrite, layout=layout)
     except OutputError:
         _remove(tmp)
@@ -283,6 +279,15 @@ def install(tmp: Path, dest: Path, *, overwrite: bool, layout: Sequence[str] = (
         os.replace(tmp, dest)
         return
     tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a finished file to the disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def describe_os_error(err: BaseException, path: PathLike) -> str:
@@ -590,17 +595,10 @@ class FrameWriter:
     def _install(self, result: Path) -> None:
         """Rename the finished output onto ``path`` under the output policy, checked again now (:func:`install`):
         an output created meanwhile is replaced only with ``overwrite``, a folder only when it is mrfa's."""
-        if result.is_file():
-            with contextlib.suppress(OSError):
-                fd = os.open(result, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
         try:
+            if result.is_file():
+                _fsync(result)
             install(result, self.path, overwrite=self.overwrite, layout=self.layout)
-        except OutputError:
-            raise
         except OSError as err:
             raise WriteError(describe_os_error(err, self.path)) from None
 
