@@ -1,9 +1,21 @@
-"""Config -> modules: the one place where a config becomes networks."""
+"""Config -> modules: the one place where a config becomes networks, losses and optimisers.
+
+Networks: :func:`build_model` (and its parts). Training: :func:`build_perceptual`, :func:`build_discriminator`,
+:func:`parameter_groups` and :func:`build_optimizers` / :func:`build_schedulers` (the official recipe: one Adam
+over the keypoint detector, decoder and dense motion, a second for the background predictor, a third for the
+discriminator, MultiStepLR on epochs with gamma 0.1).
+"""
 from __future__ import annotations
 
-from torch import nn
+from typing import Optional
 
-from .config import ExperimentConfig, ModelConfig
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import MultiStepLR
+
+from .config import ExperimentConfig, ModelConfig, TrainConfig
+from .losses.adversarial import MultiScaleDiscriminator
+from .losses.perceptual import PerceptualLoss
 from .nn.bg_motion import BGMotionPredictor
 from .nn.dense_motion import DenseMotionNetwork
 from .nn.dense_motion_tps import TPSDenseMotionNetwork
@@ -67,3 +79,70 @@ def build_model(cfg: ModelConfig | ExperimentConfig) -> MRFA:
                  kp_group=TPS_POINTS if m.prior == "tpsm" else 1)
     model.config = cfg if isinstance(cfg, ExperimentConfig) else ExperimentConfig(model=m)
     return model
+
+
+# ---------------------------------------------------------------------------------------------- training
+def build_perceptual(cfg: ExperimentConfig) -> PerceptualLoss:
+    """The perceptual loss of ``loss.backbone``; ``'random'`` = random-weight VGG19 (tests only)."""
+    lc = cfg.loss
+    if lc.backbone == "random":
+        return PerceptualLoss(backbone="vgg19", scales=lc.scales, layer_weights=lc.perceptual, weights_path="random")
+    return PerceptualLoss(backbone=lc.backbone, scales=lc.scales, layer_weights=lc.perceptual,
+                          weights_path=lc.vgg_weights)
+
+
+def detector_num_kp(m: ModelConfig) -> int:
+    """Keypoints the detector outputs (TPS prior: 5 per TPS transform)."""
+    return m.tps.num_tps * TPS_POINTS if m.prior == "tpsm" else m.num_kp
+
+
+def build_discriminator(cfg: ExperimentConfig) -> Optional[MultiScaleDiscriminator]:
+    """The multi-scale PatchGAN of ``loss.adversarial`` (conditioned on the driving keypoints), or None."""
+    a = cfg.loss.adversarial
+    if not a.enabled:
+        return None
+    return MultiScaleDiscriminator(scales=a.scales, in_channels=cfg.model.num_channels,
+                                   block_expansion=a.block_expansion, max_features=a.max_features,
+                                   num_blocks=a.num_blocks, sn=a.spectral_norm, num_kp=detector_num_kp(cfg.model))
+
+
+GENERATOR_GROUPS = ("kp_detector", "decoder", "dense_motion")  # the official generator optimiser's groups
+CLIPPED_GROUPS = ("kp_detector", "dense_motion", "bg_predictor")  # official: not the decoder / generator
+
+
+def parameter_groups(model: MRFA) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters by part: ``kp_detector``, ``decoder`` (refiner + generator; the official
+    ``decoder`` = RaftFlow), ``dense_motion`` and ``bg_predictor`` (each only when present).
+
+    Raises:
+        ValueError: a trainable parameter belongs to none of the parts (the optimiser would miss it).
+    """
+    parts = {"kp_detector": [model.kp_detector], "decoder": [model.refiner, model.generator],
+             "dense_motion": [model.dense_motion], "bg_predictor": [model.bg_predictor]}
+    groups = {name: [p for mod in mods if mod is not None for p in mod.parameters() if p.requires_grad]
+              for name, mods in parts.items()}
+    groups = {k: v for k, v in groups.items() if v}
+    covered = {id(p) for ps in groups.values() for p in ps}
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
+    if missing:
+        raise ValueError(f"trainable parameters outside the optimiser groups: {missing[:5]}")
+    return groups
+
+
+def build_optimizers(t: TrainConfig, groups: dict[str, list[nn.Parameter]],
+                     discriminator: Optional[nn.Module] = None) -> dict[str, torch.optim.Optimizer]:
+    """Adam (``t.lr``, ``t.betas``) per official optimiser: ``generator`` (named groups of
+    :data:`GENERATOR_GROUPS`), ``bg_predictor`` and ``discriminator`` (each only when present)."""
+    betas = (t.betas[0], t.betas[1])
+    main = [{"params": groups[n], "name": n} for n in GENERATOR_GROUPS if n in groups]
+    optimizers = {"generator": torch.optim.Adam(main, lr=t.lr, betas=betas)}
+    if "bg_predictor" in groups:
+        optimizers["bg_predictor"] = torch.optim.Adam(groups["bg_predictor"], lr=t.lr, betas=betas)
+    if discriminator is not None:
+        optimizers["discriminator"] = torch.optim.Adam(discriminator.parameters(), lr=t.lr, betas=betas)
+    return optimizers
+
+
+def build_schedulers(t: TrainConfig, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, MultiStepLR]:
+    """One MultiStepLR per optimiser: the learning rate drops tenfold at each epoch of ``t.epoch_milestones``."""
+    return {k: MultiStepLR(o, milestones=t.epoch_milestones, gamma=0.1) for k, o in optimizers.items()}

@@ -385,12 +385,12 @@ def test_stale_partials_of_a_killed_run_are_removed(media: dict[str, Path], tmp_
 def test_flow_accuracy_accepts_prior_only(tmp_path: Path) -> None:
     """Every tool accepts every model variant: the flow-accuracy evaluation of a prior-only model."""
     from mrfa.builders import build_model
-    from mrfa.data.synthetic import generate_dataset
-    from mrfa.training.flow_accuracy import evaluate_flow
+    from mrfa.data.synthetic import generate_dataset, motion_clips
+    from mrfa.metrics.flow import evaluate_flow
 
     cfg = load_config(TINY, ["model.refinement.prior_only=true"])
     generate_dataset(tmp_path / "syn", num_train=1, num_test=1, num_frames=3, size=64)
-    result = evaluate_flow(build_model(cfg), tmp_path / "syn", split="test", max_videos=1)
+    result = evaluate_flow(build_model(cfg), motion_clips(tmp_path / "syn", "test", max_videos=1))
     assert np.isfinite(result["prior"]) and np.isfinite(result["refined_last_level_in"])
 
 

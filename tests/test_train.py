@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrfa.builders import build_model
+from mrfa.builders import build_model, build_perceptual
 from mrfa.checkpoint import load_checkpoint, read_checkpoint
 from mrfa.cli import main as mrfa_main
 from mrfa.config import load_config
 from mrfa.data.synthetic import generate_dataset
 from mrfa.losses.equivariance import RandomTPSTransform
-from mrfa.training.flow_accuracy import prior_positions, prior_refiner_positions, refined_positions
-from mrfa.training.objective import TrainingObjective, build_perceptual, tps_dropout_p
+from mrfa.metrics.flow import prior_positions, prior_refiner_positions, refined_positions
+from mrfa.training.objective import Schedule, build_objective
 from mrfa.training.state import STATE_NAME
 from mrfa.training.trainer import NonFiniteLossError, Trainer
 from mrfa.training.visualize import COLUMNS, training_grid
@@ -100,7 +100,7 @@ def test_one_step_finite_keys_and_clipping_groups(data_root, tmp_path, monkeypat
 
 def test_tpsm_skips_jacobian_and_background_term(data_root) -> None:
     cfg = tiny_cfg(data_root, **{"model.prior": "tpsm", "loss.equivariance_jacobian": 10.0, "model.background": True})
-    obj = TrainingObjective(build_model(cfg), build_perceptual(cfg), cfg)
+    obj = build_objective(cfg, build_model(cfg), build_perceptual(cfg))
     assert obj.loss_names() == ["perceptual", "equivariance_value", "background"]
     batch = fixed_batch()
     transform = obj.sample_transform(2, torch.Generator().manual_seed(0), torch.device("cpu"))
@@ -108,13 +108,13 @@ def test_tpsm_skips_jacobian_and_background_term(data_root) -> None:
     assert list(losses) == obj.loss_names()
     assert out.kp_driving.jacobian is None and all(torch.isfinite(v) for v in losses.values())
     # official TPS dropout schedule: 0.1 -> 0.3 over 10 epochs, off from epoch 35; never for other priors
-    assert [round(tps_dropout_p(cfg, e), 6) for e in (0, 5, 10, 34, 35)] == [0.1, 0.25, 0.3, 0.3, 0.0]
-    assert tps_dropout_p(tiny_cfg(data_root), 0) == 0.0
+    assert [round(Schedule.from_config(cfg).tps_dropout_p(e), 6) for e in (0, 5, 10, 34, 35)] == [0.1, 0.25, 0.3, 0.3, 0.0]
+    assert Schedule.from_config(tiny_cfg(data_root)).tps_dropout_p(0) == 0.0
 
 
 def test_identity_transform_gives_zero_equivariance(data_root) -> None:
     cfg = tiny_cfg(data_root)
-    obj = TrainingObjective(build_model(cfg).eval(), build_perceptual(cfg), cfg)
+    obj = build_objective(cfg, build_model(cfg).eval(), build_perceptual(cfg))
     batch = fixed_batch()
     identity = RandomTPSTransform(torch.eye(2, 3).expand(2, 2, 3).clone())
     losses, _ = obj(batch["source"], batch["driving"], transform=identity)

@@ -4,7 +4,7 @@ Example (after the demo):
     python tools/flow_accuracy.py --checkpoint runs/demo/snapshot.pt
     python tools/flow_accuracy.py --checkpoint runs/demo/snapshot.pt --data data/synthetic64 --json epe.json
 
-Conventions (source = frame 0, driving = frame t) are documented in mrfa/training/flow_accuracy.py.
+Conventions (source = frame 0, driving = frame t) are documented in mrfa/metrics/flow.py.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 import torch
 
 from mrfa.checkpoint import load_checkpoint
-from mrfa.training.flow_accuracy import evaluate_flow, format_table
+from mrfa.data.synthetic import motion_clips
+from mrfa.metrics.flow import evaluate_flow, format_table
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -33,7 +34,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         model = load_checkpoint(args.checkpoint).to(torch.device(args.device))
         root = args.data or model.config.data.root
-        result = evaluate_flow(model, root, split=args.split, max_videos=args.max_videos, batch=args.batch)
+        result = evaluate_flow(model, motion_clips(root, args.split, args.max_videos), batch=args.batch)
     except (FileNotFoundError, ValueError) as err:
         print(f"flow_accuracy.py: error: {err}", file=sys.stderr)
         return 1

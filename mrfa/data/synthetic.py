@@ -34,7 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional, Union
+from typing import Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
@@ -42,7 +42,8 @@ from scipy.ndimage import map_coordinates
 from skimage import color, data
 from skimage.transform import resize
 
-from mrfa.media.video import write_frame_folder, write_video
+from mrfa.data.frames_dataset import MOTION_SUFFIX, list_video_candidates
+from mrfa.media.video import read_video, write_frame_folder, write_video
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,46 @@ def load_motion(path: Union[str, Path]) -> np.ndarray:
     if motion.ndim != 4 or motion.shape[-1] != 2:
         raise ValueError(f"motion file {path} must hold a [T, H, W, 2] array, got {motion.shape}")
     return motion.astype(np.float32)
+
+
+class MotionClip(NamedTuple):
+    """A clip with its ground truth (see :func:`load_motion`): frames uint8 [T, H, W, 3], motion [T, H, W, 2]."""
+
+    name: str
+    frames: np.ndarray
+    motion: np.ndarray
+
+
+def clips_with_motion(root: Union[str, Path], split: str = "test") -> list[tuple[Path, Path]]:
+    """(video, motion file) pairs of a split, sorted by name.
+
+    Raises:
+        FileNotFoundError: the split folder is missing or holds no clip with ground truth.
+    """
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"split folder not found: {split_dir}")
+    pairs = [(p, p.with_name(p.name + MOTION_SUFFIX)) for p in list_video_candidates(split_dir)]
+    pairs = [(v, m) for v, m in pairs if m.is_file()]
+    if not pairs:
+        raise FileNotFoundError(f"no clip with a {MOTION_SUFFIX} ground-truth file in {split_dir} (generate the "
+                                f"synthetic dataset with tools/make_synthetic_dataset.py)")
+    return pairs
+
+
+def motion_clips(root: Union[str, Path], split: str = "test", max_videos: Optional[int] = None) -> Iterator[MotionClip]:
+    """The clips of a split that have a ground-truth motion, read one at a time (the input of
+    :func:`mrfa.metrics.flow.evaluate_flow`).
+
+    Raises:
+        FileNotFoundError: see :func:`clips_with_motion` (raised at once, before the first clip).
+    """
+    pairs = clips_with_motion(root, split)[:max_videos]
+
+    def read() -> Iterator[MotionClip]:
+        for video, motion in pairs:
+            yield MotionClip(video.name, read_video(video), load_motion(motion))
+    return read()
 
 
 def warp_with_motion(frame: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

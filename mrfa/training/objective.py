@@ -4,7 +4,8 @@
 *weighted* loss terms plus the model output (the detectron2 / timm "loss dict" contract: the trainer sums
 the values and logs each key). Terms, each present only when active in the config:
 
-* ``perceptual``: multi-scale VGG perceptual loss of prediction vs driving (weights ``loss.perceptual``);
+* ``perceptual``: multi-scale VGG perceptual loss of prediction vs driving (its per-layer weights live in the
+  perceptual module);
 * ``equivariance_value`` / ``equivariance_jacobian``: keypoint equivariance under a random affine + TPS
   transform of the driving frame (the jacobian term is skipped when its weight is 0 or the detector has no
   jacobians, e.g. the TPS prior);
@@ -12,17 +13,21 @@ the values and logs each key). Terms, each present only when active in the confi
   ``epoch >= train.bg_start`` (celebvhq);
 * ``generator_gan`` / ``feature_matching``: the optional adversarial terms (``loss.adversarial.enabled``).
 
-The discriminator is *not* a submodule of the objective (it has its own optimiser and its own DDP wrapper);
-``DiscriminatorObjective`` gives its loss dict ``{'discriminator_gan'}``.
+The objective sees the config only as typed values: :class:`LossWeights` (the weight of every term),
+:class:`Schedule` (background start, TPS dropout) and the equivariance ``TransformConfig``. The networks, the
+perceptual loss and the discriminator come from :mod:`mrfa.builders`. The discriminator is *not* a submodule of
+the objective (it has its own optimiser and its own DDP wrapper); ``DiscriminatorObjective`` gives its loss dict
+``{'discriminator_gan'}``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from mrfa.config import ExperimentConfig
+from mrfa.config import ExperimentConfig, TransformConfig
 from mrfa.losses.adversarial import (
     MultiScaleDiscriminator,
     discriminator_gan_loss,
@@ -36,41 +41,56 @@ from mrfa.nn.mrfa import MRFA
 from mrfa.types import Keypoints, MRFAOutput
 
 
-def tps_dropout_p(cfg: ExperimentConfig, epoch: int) -> float:
-    """TPS-prior component dropout of an epoch (official schedule; 0 for the other priors).
+@dataclass(frozen=True)
+class LossWeights:
+    """The weight of each generator-side term (0 switches a term off; the defaults live in ``LossConfig``). The
+    perceptual per-layer weights belong to the perceptual module; ``generator_gan`` and ``feature_matching``
+    (one weight per discriminator block) apply only with a discriminator."""
 
-    ``p = min(epoch / dropout_inc_epoch * dropout_maxp + dropout_startp, dropout_maxp)`` while
-    ``epoch < dropout_epoch``, else 0.
-    """
-    t = cfg.train
-    if cfg.model.prior != "tpsm" or epoch >= t.dropout_epoch:
-        return 0.0
-    return min(epoch / t.dropout_inc_epoch * t.dropout_maxp + t.dropout_startp, t.dropout_maxp)
+    equivariance_value: float
+    equivariance_jacobian: float
+    background: float
+    generator_gan: float
+    feature_matching: tuple[float, ...]
 
-
-def build_perceptual(cfg: ExperimentConfig) -> PerceptualLoss:
-    """The perceptual loss of ``loss.backbone``; ``'random'`` = random-weight VGG19 (tests only)."""
-    lc = cfg.loss
-    if lc.backbone == "random":
-        return PerceptualLoss(backbone="vgg19", scales=lc.scales, layer_weights=lc.perceptual, weights_path="random")
-    return PerceptualLoss(backbone=lc.backbone, scales=lc.scales, layer_weights=lc.perceptual,
-                          weights_path=lc.vgg_weights)
-
-
-def detector_num_kp(cfg: ExperimentConfig) -> int:
-    """Keypoints the detector outputs (TPS prior: 5 per TPS transform)."""
-    m = cfg.model
-    return m.tps.num_tps * 5 if m.prior == "tpsm" else m.num_kp
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> LossWeights:
+        lc = cfg.loss
+        return cls(equivariance_value=lc.equivariance_value, equivariance_jacobian=lc.equivariance_jacobian,
+                   background=lc.background, generator_gan=lc.adversarial.generator_gan,
+                   feature_matching=tuple(lc.adversarial.feature_matching))
 
 
-def build_discriminator(cfg: ExperimentConfig) -> Optional[MultiScaleDiscriminator]:
-    """The multi-scale PatchGAN of ``loss.adversarial`` (conditioned on the driving keypoints), or None."""
-    a = cfg.loss.adversarial
-    if not a.enabled:
-        return None
-    return MultiScaleDiscriminator(scales=a.scales, in_channels=cfg.model.num_channels,
-                                   block_expansion=a.block_expansion, max_features=a.max_features,
-                                   num_blocks=a.num_blocks, sn=a.spectral_norm, num_kp=detector_num_kp(cfg))
+@dataclass(frozen=True)
+class Schedule:
+    """What changes with the epoch: the background predictor is used from ``bg_start``; the TPS prior drops
+    components with a probability that grows from ``dropout_startp`` by ``dropout_maxp`` per
+    ``dropout_inc_epoch`` epochs, capped at ``dropout_maxp``, until ``dropout_epoch`` (``tps_dropout`` False:
+    never, the other priors)."""
+
+    bg_start: int
+    tps_dropout: bool
+    dropout_epoch: int
+    dropout_maxp: float
+    dropout_startp: float
+    dropout_inc_epoch: int
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> Schedule:
+        t = cfg.train
+        return cls(bg_start=t.bg_start, tps_dropout=cfg.model.prior == "tpsm", dropout_epoch=t.dropout_epoch,
+                   dropout_maxp=t.dropout_maxp, dropout_startp=t.dropout_startp,
+                   dropout_inc_epoch=t.dropout_inc_epoch)
+
+    def tps_dropout_p(self, epoch: int) -> float:
+        """TPS-prior component dropout of an epoch (official schedule; 0 for the other priors).
+
+        ``p = min(epoch / dropout_inc_epoch * dropout_maxp + dropout_startp, dropout_maxp)`` while
+        ``epoch < dropout_epoch``, else 0.
+        """
+        if not self.tps_dropout or epoch >= self.dropout_epoch:
+            return 0.0
+        return min(epoch / self.dropout_inc_epoch * self.dropout_maxp + self.dropout_startp, self.dropout_maxp)
 
 
 def _float_kp(kp: Keypoints) -> Keypoints:
@@ -82,8 +102,10 @@ class TrainingObjective(nn.Module):
 
     Args:
         model: the MRFA network (trained).
-        perceptual: frozen perceptual loss module.
-        cfg: the experiment config (loss weights, bg_start).
+        perceptual: frozen perceptual loss module (``mrfa.builders.build_perceptual``).
+        weights: the weight of every other term.
+        schedule: background start and TPS dropout by epoch.
+        transform: the distribution of the equivariance transform (official: affine + TPS).
         discriminator: the adversarial discriminator, or None. It is held outside the module tree.
 
     Forward: ``source``, ``driving`` [B, 3, H, W] in [0, 1], ``epoch`` (bg_start / TPS dropout), ``transform``
@@ -91,12 +113,12 @@ class TrainingObjective(nn.Module):
     ``(losses: dict[str, () Tensor], output: MRFAOutput)``.
     """
 
-    def __init__(self, model: MRFA, perceptual: PerceptualLoss, cfg: ExperimentConfig, *,
-                 discriminator: Optional[MultiScaleDiscriminator] = None) -> None:
+    def __init__(self, model: MRFA, perceptual: PerceptualLoss, weights: LossWeights, schedule: Schedule,
+                 transform: TransformConfig, *, discriminator: Optional[MultiScaleDiscriminator] = None) -> None:
         super().__init__()
         self.model = model
         self.perceptual = perceptual
-        self.cfg = cfg
+        self.weights, self.schedule, self.transform = weights, schedule, transform
         self._discriminator = (discriminator,)  # a tuple: not registered as a submodule
 
     @property
@@ -105,13 +127,13 @@ class TrainingObjective(nn.Module):
 
     def loss_names(self) -> list[str]:
         """The keys ``forward`` returns for this config (constant over a run)."""
-        lc, m = self.cfg.loss, self.model
+        w, m = self.weights, self.model
         names = ["perceptual"]
         if self.uses_transform():
             names.append("equivariance_value")
             if self.uses_jacobian():
                 names.append("equivariance_jacobian")
-        if m.bg_predictor is not None and lc.background != 0:
+        if m.bg_predictor is not None and w.background != 0:
             names.append("background")
         if self.discriminator is not None:
             names += ["generator_gan", "feature_matching"]
@@ -119,26 +141,26 @@ class TrainingObjective(nn.Module):
 
     def uses_transform(self) -> bool:
         """True when an equivariance transform must be drawn for every batch."""
-        return self.cfg.loss.equivariance_value != 0 or self.uses_jacobian()
+        return self.weights.equivariance_value != 0 or self.uses_jacobian()
 
     def uses_jacobian(self) -> bool:
         """Whether the jacobian equivariance term applies: weighted, and the model's detector has jacobians."""
-        return self.cfg.loss.equivariance_jacobian != 0 and self.model.has_jacobian
+        return self.weights.equivariance_jacobian != 0 and self.model.has_jacobian
 
     def sample_transform(self, batch: int, generator: Optional[torch.Generator],
                          device: torch.device) -> Optional[RandomTPSTransform]:
         """Draw the batch's random transform (official distribution) from ``generator``; None if unused."""
         if not self.uses_transform():
             return None
-        t = self.cfg.loss.transform
+        t = self.transform
         return RandomTPSTransform.sample(batch, sigma_affine=t.sigma_affine, sigma_tps=t.sigma_tps,
                                          points_tps=t.points_tps, generator=generator, device=device)
 
     def forward(self, source: Tensor, driving: Tensor, *, epoch: int = 0,
                 transform: Optional[RandomTPSTransform] = None) -> tuple[dict[str, Tensor], MRFAOutput]:
-        model, lc = self.model, self.cfg.loss
-        use_bg = model.bg_predictor is not None and epoch >= self.cfg.train.bg_start
-        out = model(source, driving, dropout_p=tps_dropout_p(self.cfg, epoch), use_background=use_bg)
+        model, w = self.model, self.weights
+        use_bg = model.bg_predictor is not None and epoch >= self.schedule.bg_start
+        out = model(source, driving, dropout_p=self.schedule.tps_dropout_p(epoch), use_background=use_bg)
         kp_driving, bg_param = out.kp_driving, out.bg_param
         losses: dict[str, Tensor] = {"perceptual": self.perceptual(out.prediction, driving).loss}
 
@@ -149,21 +171,20 @@ class TrainingObjective(nn.Module):
             kp_transformed = model.kp_detector(frame)
             with torch.autocast(device_type=source.device.type, enabled=False):
                 eq = equivariance_losses(_float_kp(kp_driving), _float_kp(kp_transformed), transform,
-                                         weight_value=lc.equivariance_value,
-                                         weight_jacobian=lc.equivariance_jacobian if self.uses_jacobian() else 0.0)
+                                         weight_value=w.equivariance_value,
+                                         weight_jacobian=w.equivariance_jacobian if self.uses_jacobian() else 0.0)
             losses["equivariance_value"] = eq["equivariance_value"]
             if self.uses_jacobian():
                 losses["equivariance_jacobian"] = eq["equivariance_jacobian"]
-        if model.bg_predictor is not None and lc.background != 0:
+        if model.bg_predictor is not None and w.background != 0:
             if use_bg:
                 reverse = model.bg_predictor(driving, source)  # [B, 3, 3]
-                losses["background"] = background_loss(bg_param.float(), reverse.float(), weight=lc.background)
+                losses["background"] = background_loss(bg_param.float(), reverse.float(), weight=w.background)
             else:  # before bg_start: a zero that keeps the key set constant
                 losses["background"] = source.new_zeros((), dtype=torch.float32)
 
         disc = self.discriminator
         if disc is not None:
-            a = lc.adversarial
             kp = kp_driving.value.detach()
             fake = disc(out.prediction, kp)
             # The real batch passes the discriminator here (no graph: feature matching only) and again in the
@@ -172,8 +193,8 @@ class TrainingObjective(nn.Module):
             # that discriminator's own backward in the same step; the extra forward is the cheaper price.
             with torch.no_grad():
                 real = disc(driving, kp)
-            losses["generator_gan"] = generator_gan_loss(fake, a.generator_gan)
-            losses["feature_matching"] = feature_matching_loss(real, fake, a.feature_matching)
+            losses["generator_gan"] = generator_gan_loss(fake, w.generator_gan)
+            losses["feature_matching"] = feature_matching_loss(real, fake, w.feature_matching)
         return {k: v.float() for k, v in losses.items()}, out
 
 
@@ -195,23 +216,8 @@ class DiscriminatorObjective(nn.Module):
         return {"discriminator_gan": discriminator_gan_loss(real, fake, self.weight).float()}
 
 
-def parameter_groups(model: MRFA) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters by part: ``kp_detector``, ``decoder`` (refiner + generator; the official
-    ``decoder`` = RaftFlow), ``dense_motion`` and ``bg_predictor`` (each only when present).
-
-    Raises:
-        ValueError: a trainable parameter belongs to none of the parts (the optimiser would miss it).
-    """
-    parts = {"kp_detector": [model.kp_detector], "decoder": [model.refiner, model.generator],
-             "dense_motion": [model.dense_motion], "bg_predictor": [model.bg_predictor]}
-    groups = {name: [p for mod in mods if mod is not None for p in mod.parameters() if p.requires_grad]
-              for name, mods in parts.items()}
-    groups = {k: v for k, v in groups.items() if v}
-    covered = {id(p) for ps in groups.values() for p in ps}
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
-    if missing:
-        raise ValueError(f"trainable parameters outside the optimiser groups: {missing[:5]}")
-    return groups
-
-
-CLIPPED_GROUPS = ("kp_detector", "dense_motion", "bg_predictor")  # official: not the decoder / generator
+def build_objective(cfg: ExperimentConfig, model: MRFA, perceptual: PerceptualLoss, *,
+                    discriminator: Optional[MultiScaleDiscriminator] = None) -> TrainingObjective:
+    """The objective of ``cfg``: its loss weights, schedule and equivariance transform around ``model``."""
+    return TrainingObjective(model, perceptual, LossWeights.from_config(cfg), Schedule.from_config(cfg),
+                             cfg.loss.transform, discriminator=discriminator)

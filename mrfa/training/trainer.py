@@ -24,22 +24,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.optim.lr_scheduler import MultiStepLR
 
-from mrfa.builders import build_model
+from mrfa.builders import (
+    CLIPPED_GROUPS,
+    build_discriminator,
+    build_model,
+    build_optimizers,
+    build_perceptual,
+    build_schedulers,
+    parameter_groups,
+)
 from mrfa.checkpoint import load_state_strict, save_snapshot
 from mrfa.config import ExperimentConfig, config_to_dict
 from mrfa.media.writer import write_json
 from mrfa.training.data import ResumableSampler, build_loader, build_test_dataset, build_train_dataset, ensure_dataset
 from mrfa.training.logging import TrainLogger
-from mrfa.training.objective import (
-    CLIPPED_GROUPS,
-    DiscriminatorObjective,
-    TrainingObjective,
-    build_discriminator,
-    build_perceptual,
-    parameter_groups,
-)
+from mrfa.training.objective import DiscriminatorObjective, build_objective
 from mrfa.training.state import SNAPSHOT_NAME, STATE_NAME, capture_rng, read_state, restore_rng, write_state
 from mrfa.training.visualize import training_grid, write_reconstruction_video
 from mrfa.utils import distributed as D
@@ -98,30 +98,10 @@ class Trainer:
         if with_data:
             self._build_data()
 
-        # networks (identical initial weights on every rank), losses, optimisers
-        torch.manual_seed(t.seed)
-        model = build_model(cfg)
-        if world > 1 and self.device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        fmt = torch.channels_last if t.channels_last else torch.preserve_format
-        self.model = model.to(self.device, memory_format=fmt)
-        self.discriminator = build_discriminator(cfg)
-        if self.discriminator is not None:
-            self.discriminator = self.discriminator.to(self.device, memory_format=fmt)
-        self.objective = TrainingObjective(self.model, build_perceptual(cfg).to(self.device), cfg,
-                                           discriminator=self.discriminator)
+        self._build_networks()
         self.groups = parameter_groups(self.model)
-        betas = (t.betas[0], t.betas[1])
-        main = [{"params": self.groups[n], "name": n} for n in ("kp_detector", "decoder", "dense_motion")
-                if n in self.groups]
-        self.optimizers = {"generator": torch.optim.Adam(main, lr=t.lr, betas=betas)}
-        if "bg_predictor" in self.groups:
-            self.optimizers["bg_predictor"] = torch.optim.Adam(self.groups["bg_predictor"], lr=t.lr, betas=betas)
-        if self.discriminator is not None:
-            self.optimizers["discriminator"] = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr,
-                                                                betas=betas)
-        self.schedulers = {k: MultiStepLR(o, milestones=t.epoch_milestones, gamma=0.1)
-                           for k, o in self.optimizers.items()}
+        self.optimizers = build_optimizers(t, self.groups, self.discriminator)
+        self.schedulers = build_schedulers(t, self.optimizers)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
         self.amp = torch.autocast(self.device.type, dtype=AMP_DTYPES.get(t.amp, torch.float32),
                                   enabled=t.amp != "none")
@@ -136,7 +116,28 @@ class Trainer:
         if resume is not None:
             self._load(Path(resume))
 
-        # wrappers: compile, then DDP (broadcasts rank 0's weights)
+        self._wrap()
+        self.loss_names = self.objective.loss_names() + (["discriminator_gan"] if self.disc_module else [])
+        self.last_output: Optional[tuple] = None
+
+    def _build_networks(self) -> None:
+        """Model, discriminator and objective, with identical initial weights on every rank."""
+        cfg, t = self.cfg, self.cfg.train
+        torch.manual_seed(t.seed)
+        model = build_model(cfg)
+        if self.dist.world_size > 1 and self.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        fmt = torch.channels_last if t.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=fmt)
+        self.discriminator = build_discriminator(cfg)
+        if self.discriminator is not None:
+            self.discriminator = self.discriminator.to(self.device, memory_format=fmt)
+        self.objective = build_objective(cfg, self.model, build_perceptual(cfg).to(self.device),
+                                         discriminator=self.discriminator)
+
+    def _wrap(self) -> None:
+        """``torch.compile`` per part (``train.compile``), then DDP (which broadcasts rank 0's weights)."""
+        cfg, t = self.cfg, self.cfg.train
         if t.compile:  # per part: the jacobian-equivariance double backward cannot go through compiled code
             for part in (self.model.kp_detector, self.model.dense_motion, self.model.refiner,
                          self.model.bg_predictor, self.objective.perceptual.backbone, self.discriminator):
@@ -155,8 +156,6 @@ class Trainer:
             self.gen_module = DDP(self.objective, device_ids=ids, find_unused_parameters=unused)
             if self.disc_module is not None:
                 self.disc_module = DDP(self.disc_module, device_ids=ids)
-        self.loss_names = self.objective.loss_names() + (["discriminator_gan"] if self.disc_module else [])
-        self.last_output: Optional[tuple] = None
 
     def _build_data(self) -> None:
         cfg, t = self.cfg, self.cfg.train

@@ -1,7 +1,7 @@
-"""Flow accuracy against the synthetic ground truth (evaluates paper Sec. 3.3 "motion refinement" vs the prior).
+"""Flow accuracy against a ground-truth motion (evaluates paper Sec. 3.3 "motion refinement" vs the prior).
 
-For each test clip of the synthetic dataset (``<video>`` + ``<video>.motion.npy``), source = frame 0 and
-driving = frame t (t >= 1). Ground truth ``motion[t]`` [H, W, 2] is, for each pixel of frame t, its position in
+For each clip with a known motion (the synthetic dataset's ``<video>`` + ``<video>.motion.npy``, read by
+:func:`mrfa.data.synthetic.motion_clips`), source = frame 0 and driving = frame t (t >= 1). Ground truth ``motion[t]`` [H, W, 2] is, for each pixel of frame t, its position in
 frame 0 in pixels (x, y; pixel centres at integers). Each estimate is turned into the same kind of map -- the
 source position of every driving pixel at full resolution -- and the endpoint error ``|p_est - p_gt|_2`` is
 averaged over pixels whose true position lies inside the frame:
@@ -20,16 +20,13 @@ averaged over pixels whose true position lies inside the frame:
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+from typing import Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mrfa.data.frames_dataset import MOTION_SUFFIX, list_video_candidates
-from mrfa.data.synthetic import load_motion
-from mrfa.media.video import read_video
 from mrfa.nn.intermediates import capture
 from mrfa.ops.grid import coords_grid, grid_to_pixel_flow, resize
 
@@ -66,50 +63,39 @@ def endpoint_error(estimate: Tensor, truth: Tensor, valid: Tensor) -> tuple[floa
     return float(err[valid].sum()), int(valid.sum())
 
 
-def clips_with_motion(root: str | Path, split: str = "test") -> list[tuple[Path, Path]]:
-    """(video, motion file) pairs of a split, sorted by name.
-
-    Raises:
-        FileNotFoundError: the split folder is missing or holds no clip with ground truth.
-    """
-    split_dir = Path(root) / split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(f"split folder not found: {split_dir}")
-    pairs = [(p, p.with_name(p.name + MOTION_SUFFIX)) for p in list_video_candidates(split_dir)]
-    pairs = [(v, m) for v, m in pairs if m.is_file()]
-    if not pairs:
-        raise FileNotFoundError(f"no clip with a {MOTION_SUFFIX} ground-truth file in {split_dir} (generate the "
-                                f"synthetic dataset with tools/make_synthetic_dataset.py)")
-    return pairs
-
-
 @torch.no_grad()
-def evaluate_flow(model: torch.nn.Module, root: str | Path, *, split: str = "test", max_videos: Optional[int] = None,
+def evaluate_flow(model: torch.nn.Module, clips: Iterable[tuple[str, np.ndarray, np.ndarray]], *,
                   batch: int = 8) -> dict[str, float]:
     """Mean endpoint errors (pixels) of the prior, the refiner's initial flow, the refined flow and zero motion.
 
     Args:
         model: an MRFA model (put in eval mode here).
-        root: synthetic dataset root.
-        split: folder to evaluate.
-        max_videos: evaluate only the first clips.
+        clips: ``(name, frames, motion)`` per clip: frames uint8 [T, H, W, 3]; motion float32 [T, H, W, 2], for
+            each pixel of frame t its (x, y) position in frame 0 in pixels; e.g.
+            ``mrfa.data.synthetic.motion_clips(root, "test")``.
         batch: driving frames per forward pass.
 
+    Returns:
+        one mean error per method of ``METHODS`` (NaN for a method the model lacks), plus ``videos``, ``frames``
+        and ``valid_fraction``.
+
     Raises:
-        ValueError: the ground truth's frame size differs from the model's image size.
+        ValueError: a clip's size differs from the model's image size, or its motion does not match its frames.
     """
     model.eval()
     device = next(model.parameters()).device
     sums = {k: 0.0 for k in METHODS}
-    count, frames_done, total_pixels, seen = 0, 0, 0, set()
-    pairs = clips_with_motion(root, split)[:max_videos]
-    for video_path, motion_path in pairs:
-        motion = torch.from_numpy(load_motion(motion_path))  # [T, H, W, 2]
+    count, frames_done, total_pixels, seen, videos = 0, 0, 0, set(), 0
+    for name, frames, motion_np in clips:
+        motion = torch.from_numpy(motion_np)  # [T, H, W, 2]
         size = motion.shape[1]
         if size != model.image_size or motion.shape[2] != size:
-            raise ValueError(f"{motion_path} is {motion.shape[2]}x{size} but the model works at "
+            raise ValueError(f"the motion of {name} is {motion.shape[2]}x{size} but the model works at "
                              f"{model.image_size} px; evaluate on a dataset generated at the model's size")
-        video = torch.from_numpy(read_video(video_path)).permute(0, 3, 1, 2).float() / 255.0  # [T, 3, H, W]
+        if frames.shape[:3] != motion_np.shape[:3]:
+            raise ValueError(f"{name}: frames {frames.shape[:3]} and motion {motion_np.shape[:3]} differ")
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # [T, 3, H, W]
+        videos += 1
         source = video[:1].to(device)
         for start in range(1, video.shape[0], batch):
             driving = video[start:start + batch].to(device)
@@ -132,7 +118,7 @@ def evaluate_flow(model: torch.nn.Module, root: str | Path, *, split: str = "tes
             total_pixels += valid.numel()
             frames_done += n
     result = {k: (v / count if count and k in seen else float("nan")) for k, v in sums.items()}
-    result.update(videos=float(len(pairs)), frames=float(frames_done),
+    result.update(videos=float(videos), frames=float(frames_done),
                   valid_fraction=float(count / max(total_pixels, 1)))
     return result
 
