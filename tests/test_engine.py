@@ -3,6 +3,7 @@ choice the machine cannot serve is refused with one sentence."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,12 +115,12 @@ def test_speed_presets_resolve_per_machine(monkeypatch) -> None:
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(E, "cpu_supports_bf16", lambda: False)
-    assert E.speed_preset("exact", cpu)[0] == E.EngineOptions()
-    assert E.speed_preset("fast", cpu)[0] == E.EngineOptions()  # emulated bf16 would be slower than fp32
-    assert E.speed_preset("fastest", cpu)[0] == E.EngineOptions(refine_levels=-1)
+    assert E.speed_preset("exact", cpu)[0] == E.EngineOptions(keep_memory=True)
+    assert E.speed_preset("fast", cpu)[0] == E.EngineOptions(keep_memory=True)  # emulated bf16: slower than fp32
+    assert E.speed_preset("fastest", cpu)[0] == E.EngineOptions(refine_levels=-1, keep_memory=True)
     monkeypatch.setattr(E, "cpu_supports_bf16", lambda: True)
     fast, said = E.speed_preset("fast", cpu)
-    assert fast == E.EngineOptions(precision="bf16", channels_last=True) and "72 dB" in said
+    assert fast == E.EngineOptions(precision="bf16", channels_last=True, keep_memory=True) and "72 dB" in said
     assert E.speed_preset("fastest", cpu)[0].refine_levels == -1
     with pytest.raises(ValueError, match="unknown --speed"):
         E.speed_preset("ludicrous", cpu)
@@ -141,3 +142,52 @@ def test_speed_and_expert_flags_are_not_mixed(tmp_path, capsys) -> None:
     code = main(["animate", "--checkpoint", "x.pt", "--source", "s.png", "--driving", "d.mp4", "--output",
                  str(tmp_path / "o.mp4"), "--speed", "fast", "--precision", "bf16"])
     assert code == 1 and "give --speed or the expert engine flags" in capsys.readouterr().err
+
+
+def test_keep_memory_changes_no_value() -> None:
+    """Keeping freed memory in the process is an allocator setting: outputs are bit-identical."""
+    import mrfa
+    from mrfa.inference.engine import EngineOptions, prepare_model
+    from mrfa.utils.memory import keep_freed_memory
+
+    torch.manual_seed(0)
+    model = mrfa.build_model(mrfa.load_config(ROOT / "configs" / "tiny.yaml")).eval()
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        before = model(x, y).prediction
+        prepare_model(model, EngineOptions(keep_memory=True), torch.device("cpu"))
+        after = model(x, y).prediction
+    assert torch.equal(before, after)
+    if sys.platform.startswith("linux"):
+        import platform
+
+        if platform.libc_ver()[0] == "glibc":
+            assert keep_freed_memory()
+
+
+def test_fewer_casts_give_identical_values() -> None:
+    """Skipping the exit cast of blocks whose consumers cast back (or promote) changes no value."""
+    import mrfa
+    from mrfa.inference.engine import apply_reduced_precision
+
+    outs = []
+    x, y = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    for fewer in (False, True):
+        torch.manual_seed(0)
+        model = mrfa.build_model(mrfa.load_config(ROOT / "configs" / "tiny.yaml")).eval()
+        apply_reduced_precision(model, "bf16", correlation=True, fewer_casts=fewer)
+        with torch.inference_mode():
+            outs.append(model(x, y))
+    assert outs[0].prediction.dtype == torch.float32
+    assert torch.equal(outs[0].prediction, outs[1].prediction)
+    assert all(f.dtype == torch.float32 for f in outs[1].flows)  # coordinates stay fp32
+
+
+def test_reduced_precision_correlation_is_close_and_fp32() -> None:
+    from mrfa.ops.correlation import corr_volume
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 64, 8, 8, generator=g), torch.randn(2, 64, 8, 8, generator=g)
+    ref, low = corr_volume(q, k), corr_volume(q, k, torch.bfloat16)
+    assert low.dtype == torch.float32 and low.shape == ref.shape
+    assert 0 < float((low - ref).abs().max()) < 0.05 * float(ref.abs().max())

@@ -28,15 +28,38 @@ from mrfa.utils.machine import cpu_name
 REPO = Path(__file__).resolve().parents[1]
 PATHS = {  # name -> engine options (EngineOptions fields)
     "fp32 eager (reference)": {},
+    "fp32 + keep memory": {"keep_memory": True},
     "channels_last": {"channels_last": True},
     "bf16": {"precision": "bf16"},
     "bf16 + channels_last": {"precision": "bf16", "channels_last": True},
+    "bf16 + channels_last, fp32 correlation": {"precision": "bf16", "channels_last": True,
+                                               "reduced_correlation": False},
+    "bf16 + channels_last + keep memory": {"precision": "bf16", "channels_last": True, "keep_memory": True},
     "refine-levels N-1": {"refine_levels": -1},
     "bf16 + channels_last + refine-levels N-1": {"precision": "bf16", "channels_last": True, "refine_levels": -1},
+    "bf16 + channels_last + refine-levels N-1 + keep memory": {"precision": "bf16", "channels_last": True,
+                                                               "refine_levels": -1, "keep_memory": True},
     "compile": {"compile": True},
     "onnxruntime fp32": {"backend": "onnxruntime"},
     "onnxruntime fp16": {"backend": "onnxruntime", "export_precision": "fp16"},  # meant for GPU providers
+    "--speed exact": "exact",  # the presets, resolved for this machine as the commands resolve them
+    "--speed fast": "fast",
+    "--speed fastest": "fastest",
 }
+
+
+def path_options(path: str, device: str = "cpu") -> dict:
+    """The EngineOptions fields of a path (a preset is resolved by ``speed_preset`` for ``device``)."""
+    import dataclasses
+
+    import torch
+
+    from mrfa.inference.engine import speed_preset
+
+    spec = PATHS[path]
+    if isinstance(spec, str):
+        return dataclasses.asdict(speed_preset(spec, torch.device(device))[0])
+    return dict(spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -103,9 +126,7 @@ def measure(args: argparse.Namespace, path: str, batch: int, out: Path) -> dict:
     device = torch.device(args.device)
     model, src, drv = _load(args)
     model = model.to(device)
-    opts = dict(PATHS[path])
-    if opts.get("refine_levels") == -1:
-        opts["refine_levels"] = len(model.generator.channels) - 1 if hasattr(model.generator, "channels") else None
+    opts = path_options(path, args.device)
     if opts.get("backend") == "onnxruntime":  # export once (not timed), then run the graphs
         from mrfa.inference.export import OnnxModel, export_onnx
 
@@ -171,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         for batch in args.batch:
             ref_pred, ref_fps = None, None
             for path in paths:
-                opts = {k: v for k, v in PATHS[path].items() if k not in ("refine_levels", "export_precision")}
+                opts = {k: v for k, v in path_options(path, args.device).items() if k != "export_precision"}
                 try:
                     check_engine(EngineOptions(**opts), torch.device(args.device))
                 except ValueError as err:

@@ -8,11 +8,16 @@ acceleration whose difference from it is measured (``python tools/benchmark.py f
   fp32 (keypoint detector and its heatmap softmax, the prior's sparse motions and mask softmax, the correlation
   lookup, flows, warps, the jacobian inverse). Each bf16 block casts its inputs to bf16 and its outputs back to
   fp32, so the blocks around it never see reduced precision.
+  The correlation volume's matmul takes bf16 features too (``reduced_correlation``; the volume is stored in
+  fp32 and looked up at fp32 coordinates).
 * ``precision="fp16"``: the same blocks in fp16, GPUs only.
 * ``channels_last``: NHWC activations and weights for the convolutions (same arithmetic, other memory order).
 * ``compile``: ``torch.compile`` of the model (first call slow).
 * ``refine_levels=N``: refine only the N coarsest levels (paper Table 6; the finer ones warp with the flow they
   receive). None refines every level (official).
+* ``keep_memory`` (CPU): keep freed memory in the process (:func:`mrfa.utils.memory.keep_freed_memory`), so the
+  large per-frame buffers do not pay page faults on every frame. Same arithmetic, bit-identical outputs;
+  process-wide, hence off unless asked (the commands and every ``--speed`` preset ask).
 
 A choice the machine cannot serve is refused with one sentence (:func:`check_engine`), never a silent slowdown.
 """
@@ -24,6 +29,8 @@ from typing import Any, Literal, Optional
 
 import torch
 from torch import nn
+
+from mrfa.utils.memory import keep_freed_memory
 
 Backend = Literal["torch", "onnxruntime"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -39,6 +46,12 @@ BF16_BLOCKS: tuple[str, ...] = (
     "dense_motion.hourglass",
     "refiner.motion_encoder", "refiner.refine_head", "refiner.to_context",
 )
+# Of those, the blocks whose outputs feed only other reduced-precision blocks or elementwise ops that promote to
+# fp32 (which compute in fp32 on the same values): they skip the exit cast, with identical results.
+KEEP_REDUCED_OUTPUT: tuple[str, ...] = (
+    "generator.channel_block", "generator.resblock", "generator.up_blocks",
+    "refiner.motion_encoder", "refiner.to_context",
+)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -51,6 +64,9 @@ class EngineOptions:
     channels_last: bool = False
     compile: bool = False
     refine_levels: Optional[int] = None
+    keep_memory: bool = False
+    reduced_correlation: bool = True  # with bf16 / fp16: the correlation matmul in that precision too
+    fewer_casts: bool = True  # with bf16 / fp16: no exit cast where the next consumer casts back (same values)
 
 
 def refinement_levels(model: nn.Module) -> int:
@@ -63,10 +79,11 @@ def refinement_levels(model: nn.Module) -> int:
 
 # The user-facing speed presets. Each is resolved per machine to the fastest combination measured to keep its
 # accuracy bound against the fp32 reference (tools/benchmark.py forward, the official vox256 model on the parity
-# fixture weights; 2-core AMD EPYC with AVX512-BF16, 2026-11-29):
-#   exact    fp32 eager                                    the parity reference (identical)
-#   fast     bf16 + channels_last                 72 dB    1.6x   (>= 60 dB)   on a CPU without bf16: exact
-#   fastest  bf16 + channels_last + levels N-1    43 dB    2.5x   (>= 40 dB)   on a CPU without bf16: fp32 + N-1
+# fixture weights, batch 1; 2-core AMD EPYC with AVX512-BF16, 2026-12-03). Every preset keeps freed memory in the
+# process (keep_memory: same arithmetic, no page faults on the per-frame buffers).
+#   exact    fp32 eager                                    bit-identical to the parity reference
+#   fast     bf16 + channels_last              72 dB       (>= 60 dB)   on a CPU without bf16: exact
+#   fastest  bf16 + channels_last + levels N-1 43 dB       (>= 40 dB)   on a CPU without bf16: fp32 + N-1
 SPEEDS = ("exact", "fast", "fastest")
 
 
@@ -79,18 +96,20 @@ def speed_preset(speed: str, device: torch.device) -> tuple[EngineOptions, str]:
     """
     if speed not in SPEEDS:
         raise ValueError(f"unknown --speed {speed!r}; choose {', '.join(SPEEDS)}")
+    keep = device.type == "cpu"
     if speed == "exact":
-        return EngineOptions(), "exact: fp32, the parity reference"
+        return EngineOptions(keep_memory=keep), "exact: fp32, bit-identical to the parity reference"
     reduced = "bf16" if device.type == "cpu" and cpu_supports_bf16() else "fp16" if device.type == "cuda" else None
     if speed == "fast":
         if reduced is None:
-            return EngineOptions(), "fast: fp32 (this CPU has no native bf16, which would be slower than fp32)"
-        return (EngineOptions(precision=reduced, channels_last=True),
+            return (EngineOptions(keep_memory=keep),
+                    "fast: fp32 (this CPU has no native bf16, which would be slower than fp32)")
+        return (EngineOptions(precision=reduced, channels_last=True, keep_memory=keep),
                 f"fast: {reduced} + channels_last (measured 72 dB PSNR against fp32 with bf16)")
     if reduced is None:
-        return (EngineOptions(refine_levels=-1),
+        return (EngineOptions(refine_levels=-1, keep_memory=keep),
                 "fastest: fp32, finest level not refined (measured 43 dB PSNR against fp32; this CPU has no bf16)")
-    return (EngineOptions(precision=reduced, channels_last=True, refine_levels=-1),
+    return (EngineOptions(precision=reduced, channels_last=True, refine_levels=-1, keep_memory=keep),
             f"fastest: {reduced} + channels_last, finest level not refined (measured 43 dB PSNR against fp32)")
 
 
@@ -180,11 +199,14 @@ def prepare_model(model: nn.Module, options: EngineOptions, device: torch.device
     The model must already be on ``device`` and in eval mode.
     """
     check_engine(options, device)
+    if options.keep_memory and device.type == "cpu":
+        keep_freed_memory()
     levels = refinement_levels(model)
     refine = options.refine_levels
     model.refiner.refine_levels = refine if refine is None or refine > 0 else max(1, levels + refine)
     if options.precision in _DTYPES:
-        apply_reduced_precision(model, options.precision)
+        apply_reduced_precision(model, options.precision, correlation=options.reduced_correlation,
+                                fewer_casts=options.fewer_casts)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
     if options.compile:  # the methods the inference paths call (a compiled forward alone would miss encode/decode)
@@ -198,10 +220,16 @@ def prepare_model(model: nn.Module, options: EngineOptions, device: torch.device
     return model
 
 
-def apply_reduced_precision(model: nn.Module, precision: str) -> nn.Module:
+def apply_reduced_precision(model: nn.Module, precision: str, *, correlation: bool = False,
+                            fewer_casts: bool = False) -> nn.Module:
     """Put the :data:`BF16_BLOCKS` of ``model`` in bf16 / fp16 (in place): their weights, and hooks that cast each
-    block's inputs to that dtype and its outputs back to fp32. Used by :func:`prepare_model` and the fp16 export."""
+    block's inputs to that dtype and its outputs back to fp32 (with ``fewer_casts``, not the outputs of
+    :data:`KEEP_REDUCED_OUTPUT`: same values, fewer copies). With
+    ``correlation`` the correlation volume's matmul takes reduced-precision features too (its volume stays fp32).
+    Used by :func:`prepare_model` and the fp16 export."""
     dtype = _DTYPES[precision]
+    if correlation:
+        model.refiner.corr_dtype = dtype
     hooks = _ReducedPrecision(dtype)
     for name in BF16_BLOCKS:
         block = _submodule(model, name)
@@ -210,7 +238,8 @@ def apply_reduced_precision(model: nn.Module, precision: str) -> nn.Module:
         block.to(dtype)
         for part in (block if isinstance(block, nn.ModuleList) else [block]):  # a ModuleList is never called
             part.register_forward_pre_hook(hooks.before)
-            part.register_forward_hook(hooks.after)
+            if not (fewer_casts and name in KEEP_REDUCED_OUTPUT):
+                part.register_forward_hook(hooks.after)
     return model
 
 

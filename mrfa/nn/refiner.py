@@ -73,6 +73,8 @@ class MotionRefiner(nn.Module):
         # inference option (paper Table 6): refine only the first N (coarsest) levels; the finer ones warp with the
         # flow they receive (prior + coarser residuals). None refines every level (official).
         self.refine_levels: Optional[int] = None
+        # inference option: the dtype of the correlation matmul's inputs (None: fp32, official); the volume is fp32
+        self.corr_dtype: Optional[torch.dtype] = None
         if prior_only:
             return
         hg = dict(dim=dim, block_expansion=block_expansion, max_features=max_features, num_blocks=num_blocks)
@@ -146,7 +148,7 @@ class MotionRefiner(nn.Module):
         init_flow, init_occ, deformation = self._initial_motion(volume, dense)
         resolutions = [f.shape[-1] for f in features]
         pyramids = correlation_state(query, source_structure.key, {max(self.grid_size // r, 1) for r in resolutions},
-                                     self.corr_levels, self.corr_mode)  # built once per forward
+                                     self.corr_levels, self.corr_mode, self.corr_dtype)  # once per forward
         flow = resize(init_flow, resolutions[0]) * (resolutions[0] / self.grid_size)
         occ_in = resize(init_occ, resolutions[0])
         acc_flow = acc_occ = None

@@ -14,27 +14,32 @@ features (no pooled copies of the full volume, no per-iteration re-pooling); :fu
 from __future__ import annotations
 
 import math
-from typing import Iterable, Literal, NamedTuple
+from typing import Iterable, Literal, NamedTuple, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def corr_volume(query: Tensor, key: Tensor) -> Tensor:
+def corr_volume(query: Tensor, key: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     """C[b, i, j, k, l] = <query[b, :, i, j], key[b, :, k, l]> / sqrt(C).
 
     Args:
         query: [B, C, h, w] driving structure.
         key: [B, C, H, W] source structure.
+        dtype: the matmul's dtype (e.g. bf16: faster; it accumulates in fp32 and rounds the volume to bf16,
+            which is then stored as float32); None: float32 (official).
 
     Returns:
-        [B, h, w, H, W] computed in float32 (float64 stays float64).
+        [B, h, w, H, W] in float32 (float64 stays float64).
     """
     b, c, h, w = query.shape
     hs, ws = key.shape[-2:]
-    q = _acc(query).reshape(b, c, h * w)
-    k = _acc(key).reshape(b, c, hs * ws)
+    q = (_acc(query) if dtype is None else query.to(dtype)).reshape(b, c, h * w)
+    k = (_acc(key) if dtype is None else key.to(dtype)).reshape(b, c, hs * ws)
     vol = q.transpose(1, 2).matmul(k)  # [B, h*w, H*W]
+    if dtype is not None:
+        vol = vol.float()
     vol.div_(math.sqrt(c))  # in place: same values as the official division, no second volume-sized buffer
     return vol.view(b, h, w, hs, ws)
 
@@ -81,7 +86,8 @@ def pool_query(query: Tensor, factor: int) -> Tensor:
     return q if factor == 1 else F.avg_pool2d(q, kernel_size=factor, stride=factor)
 
 
-def build_pyramids(query: Tensor, key: Tensor, factors: Iterable[int], num_levels: int) -> dict[int, list[Tensor]]:
+def build_pyramids(query: Tensor, key: Tensor, factors: Iterable[int], num_levels: int,
+                   dtype: Optional[torch.dtype] = None) -> dict[int, list[Tensor]]:
     """Every driving-pooled source pyramid a forward needs, built once from pooled features.
 
     Equals ``source_pyramid(pool_driving(corr_volume(query, key), f), num_levels)`` for each ``f`` up to
@@ -92,12 +98,13 @@ def build_pyramids(query: Tensor, key: Tensor, factors: Iterable[int], num_level
         key: [B, C, H, W] source structure.
         factors: driving pooling factors f (1 = the motion grid itself).
         num_levels: source pyramid levels L.
+        dtype: the matmuls' input dtype (see :func:`corr_volume`).
 
     Returns:
         {f: [level l: [B, h/f, w/f, H/2^l, W/2^l]]}.
     """
     keys = key_pyramid(key, num_levels)
-    return {f: [corr_volume(pool_query(query, f), k) for k in keys] for f in sorted(set(factors))}
+    return {f: [corr_volume(pool_query(query, f), k, dtype) for k in keys] for f in sorted(set(factors))}
 
 
 def channels_last_keys(key: Tensor, num_levels: int) -> list[Tensor]:
@@ -115,7 +122,8 @@ class CorrelationState(NamedTuple):
 
 
 def correlation_state(query: Tensor, key: Tensor, factors: Iterable[int], num_levels: int,
-                      mode: Literal["volume", "onthefly"] = "volume") -> CorrelationState:
+                      mode: Literal["volume", "onthefly"] = "volume",
+                      dtype: Optional[torch.dtype] = None) -> CorrelationState:
     """Build, once per forward, the pyramids (volume mode) or pooled features (on-the-fly mode).
 
     Args:
@@ -123,10 +131,11 @@ def correlation_state(query: Tensor, key: Tensor, factors: Iterable[int], num_le
         factors: driving pooling factors the lookups will use.
         num_levels: source pyramid levels L.
         mode: "volume" (materialised pyramids, :func:`build_pyramids`) or "onthefly" (no volume).
+        dtype: volume mode: the matmuls' input dtype (None: float32, official).
     """
     factors = sorted(set(factors))
     if mode == "volume":
-        return CorrelationState(mode, build_pyramids(query, key, factors, num_levels), {}, [])
+        return CorrelationState(mode, build_pyramids(query, key, factors, num_levels, dtype), {}, [])
     if mode == "onthefly":
         return CorrelationState(mode, {}, {f: pool_query(query, f) for f in factors},
                                 channels_last_keys(key, num_levels))
