@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", default=None,
                         help=f"model config (default {DEFAULT_CONFIG.relative_to(ROOT)}, else configs/tiny.yaml)")
     parser.add_argument("--checkpoint", default=None, help="benchmark this checkpoint instead of a random model")
+    parser.add_argument("--fixture", default=None,
+                        help="--end-to-end: the weights of a parity fixture (e.g. tests/fixtures/parity/vox256-mtia.pt)")
     parser.add_argument("--device", nargs="+", default=["cpu", "cuda"], help="devices (cuda skipped if absent)")
     parser.add_argument("--batch-size", type=int, nargs="+", default=[1, 4], help="driving frames per pass")
     parser.add_argument("--frames-timing", type=int, default=16, help="driving frames per timed pass")
@@ -50,52 +52,93 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     parser.add_argument("--end-to-end", action="store_true",
-                        help="instead: whole `mrfa animate` runs of a synthetic 512 x 512 clip (decode, resize, render, "
-                             "encode), today's defaults vs the fastest path, alone and beside a competing torch process")
-    parser.add_argument("--clip-frames", type=int, default=300, help="frames of the end-to-end clip")
-    parser.add_argument("--fast-flags", default="--precision bf16 --channels-last --refine-levels -1",
-                        help="the fastest path's flags (--refine-levels -1: levels - 1)")
+                        help="instead: whole `mrfa animate` runs on synthetic faces (decode, face crop when a face "
+                             "backend is installed, model, encode) per --speed preset, alone and beside a competing "
+                             "torch process")
+    parser.add_argument("--clip-frames", type=int, default=36, help="frames of the long end-to-end clip")
+    parser.add_argument("--clip-size", type=int, default=256, help="side of the end-to-end clips in pixels")
     return parser
 
 
-def run_end_to_end(args: argparse.Namespace) -> int:
-    """Seconds per frame of whole `mrfa animate` commands (fresh processes), default vs fast, idle vs busy."""
+PRESETS = (("defaults (fp32 eager, no flags)", []), ("--speed exact", ["--speed", "exact"]),
+           ("--speed fast", ["--speed", "fast"]), ("--speed fastest", ["--speed", "fastest"]))
+_PEAK = ("import resource, sys\nfrom mrfa.cli import main\ncode = main(sys.argv[1:])\n"
+         "print('peak-rss-kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)")
+
+
+def face_clips(folder: Path, frames: int, size: int) -> tuple[Path, Path]:
+    """A source portrait (frame 0 of one synthetic face clip) and a driving mp4 (another identity), ``size`` px."""
     import imageio.v3 as iio
 
-    import mrfa
+    from mrfa.data.synthetic import generate_dataset
 
-    if not args.checkpoint:
-        raise SystemExit("--end-to-end needs --checkpoint (a snapshot the command can load)")
-    model = mrfa.load_checkpoint(args.checkpoint)
-    levels = len(model.generator.channels)
-    fast = args.fast_flags.replace("--refine-levels -1", f"--refine-levels {levels - 1}").split()
+    generate_dataset(folder, num_train=1, num_test=2, num_frames=frames, size=size, video_format="mp4",
+                     clips_per_identity=1)
+    clips = sorted(p for p in (folder / "test").iterdir() if p.suffix == ".mp4")
+    source = folder / "source.png"
+    iio.imwrite(source, next(iter(iio.imiter(clips[0]))))
+    return source, clips[1]
+
+
+def _animate(args: argparse.Namespace, source: Path, driving: Path, out: Path, flags: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one ``mrfa animate`` process."""
+    cmd = [sys.executable, "-c", _PEAK, "animate", "--checkpoint", str(args.checkpoint), "--source", str(source),
+           "--driving", str(driving), "--output", str(out), "--quiet", "--device", "cpu", *args.crop_flags, *flags]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["?"])[-1])
+    peak = [line for line in proc.stderr.splitlines() if line.startswith("peak-rss-kib")]
+    return seconds, int(peak[-1].split()[1]) / 1024 if peak else float("nan")
+
+
+def run_end_to_end(args: argparse.Namespace) -> int:
+    """Whole `mrfa animate` commands (fresh processes) per preset, idle and beside a competing process.
+
+    Each preset animates a long and a short clip of synthetic faces; the per-frame cost is the difference of the
+    two runs over the difference of their lengths (decode, face crop, model, encode), the start-up cost (imports,
+    checkpoint, source, warm-up) what is left of the short run.
+    """
+    from mrfa.media.face import backend_status
+    from mrfa.utils.machine import cpu_name
+
+    if not args.checkpoint and not args.fixture:
+        raise SystemExit("--end-to-end needs --checkpoint (a snapshot the command can load) or --fixture")
+    missing = backend_status("auto")
+    args.crop_flags = [] if missing else ["--crop", "both"]
+    short = max(2, args.clip_frames // 6)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        clip = synthetic_driving(Path(tmp) / "clip.mp4", args.clip_frames, size=512)
-        source = Path(tmp) / "source.png"
-        iio.imwrite(source, np.full((512, 512, 3), 128, np.uint8))
+        if args.fixture:  # the parity fixture's recipe weights as a snapshot the command loads
+            import bench_forward
+            from mrfa.checkpoint import save_snapshot
+
+            model = bench_forward._load(argparse.Namespace(fixture=args.fixture))[0]
+            args.checkpoint = str(Path(tmp) / "fixture-weights.pt")
+            save_snapshot(args.checkpoint, model, model.config)
+        source, long_clip = face_clips(Path(tmp) / "long", args.clip_frames, args.clip_size)
+        _, short_clip = face_clips(Path(tmp) / "short", short, args.clip_size)
         busy = [sys.executable, "-c", "import torch\nx = torch.rand(512, 512)\nwhile True: x = (x @ x).clamp(-1, 1)"]
-        print(f"# end-to-end mrfa animate: {args.clip_frames} frames 512 x 512 -> {model.image_size} px, "
-              f"{args.checkpoint}")
-        print("| path | machine | s/frame | speed-up |\n| --- | --- | --- | --- |")
+        print(f"# end-to-end mrfa animate: synthetic faces {args.clip_size} x {args.clip_size}, {args.clip_frames} "
+              f"and {short} frames, {'--crop both' if not missing else 'no face crop (' + missing + ')'}; "
+              f"{Path(args.fixture).name + ' weights' if args.fixture else args.checkpoint}; {cpu_name()}")
+        print("| preset | machine | start-up s | s/frame | frames/s | speed-up | peak RSS MiB |\n"
+              "| --- | --- | --- | --- | --- | --- | --- |")
         for machine in ("idle", "busy (a 2-thread torch loop beside it)"):
             competitor = subprocess.Popen(busy) if machine != "idle" else None
             try:
                 ref = None
-                for name, flags in (("defaults (fp32 eager)", []), ("fastest: " + " ".join(fast), fast)):
-                    out = Path(tmp) / f"out{len(rows)}.mp4"
-                    cmd = [sys.executable, "-m", "mrfa", "animate", "--checkpoint", str(args.checkpoint), "--source",
-                           str(source), "--driving", str(clip), "--output", str(out), "--quiet", "--device", "cpu",
-                           *flags]
-                    t0 = time.perf_counter()
-                    proc = subprocess.run(cmd, capture_output=True, text=True)
-                    seconds = time.perf_counter() - t0
-                    if proc.returncode != 0:
-                        raise RuntimeError(proc.stderr.strip().splitlines()[-1])
-                    per_frame = seconds / args.clip_frames
+                for name, flags in PRESETS:
+                    t_long, peak = _animate(args, source, long_clip, Path(tmp) / f"l{len(rows)}.mp4", flags)
+                    t_short, _ = _animate(args, source, short_clip, Path(tmp) / f"s{len(rows)}.mp4", flags)
+                    per_frame = max(t_long - t_short, 1e-9) / (args.clip_frames - short)
+                    startup = t_short - short * per_frame
                     ref = ref or per_frame
-                    rows.append({"path": name, "machine": machine, "seconds_per_frame": per_frame})
-                    print(f"| {name} | {machine} | {per_frame:.3f} | {ref / per_frame:.2f}x |", flush=True)
+                    rows.append({"preset": name, "machine": machine, "startup_s": startup,
+                                 "seconds_per_frame": per_frame, "peak_rss_mib": peak})
+                    print(f"| {name} | {machine} | {startup:.1f} | {per_frame:.3f} | {1 / per_frame:.2f} | "
+                          f"{ref / per_frame:.2f}x | {peak:.0f} |", flush=True)
             finally:
                 if competitor is not None:
                     competitor.kill()
@@ -103,70 +146,6 @@ def run_end_to_end(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
-
-
-def _config_path(args: argparse.Namespace) -> str:
-    if args.config:
-        return str(args.config)
-    return str(DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else ROOT / "configs" / "tiny.yaml")
-
-
-def _load_model(config: str, checkpoint: Optional[str]):
-    import torch
-
-    import mrfa
-
-    if checkpoint:
-        return mrfa.load_checkpoint(checkpoint)
-    torch.manual_seed(0)
-    return mrfa.build_model(mrfa.load_config(config)).eval()
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def measure_per_frame(model, device: str, batch_size: int, frames: int, repeats: int) -> dict:
-    """Seconds per driving frame, source cached (Animator) vs recomputed (plain ``model.animate``)."""
-    import torch
-
-    from mrfa.inference.animate import Animator
-
-    animator = Animator(model, device=device, batch_size=batch_size)
-    size = animator.image_size
-    rng = np.random.default_rng(0)
-    source = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    driving = rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
-    src_t = animator.to_tensor([source])
-    drv_t = animator.to_tensor(list(driving))
-
-    def cached() -> None:
-        for _ in animator.animate(source, driving, batch_size=batch_size):
-            pass
-
-    def recompute() -> None:
-        with torch.inference_mode():
-            for i in range(0, frames, batch_size):
-                d = drv_t[i:i + batch_size]
-                animator.model.animate(src_t.expand(len(d), -1, -1, -1), d, drv_t[:1].expand(len(d), -1, -1, -1))
-
-    out = {}
-    for name, fn in (("cached", cached), ("recompute", recompute)):
-        times = []
-        for i in range(repeats + 1):
-            animator._cache = None  # every pass pays the one source encoding (amortised over the clip)
-            _sync(animator.device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(animator.device)
-            if i:
-                times.append(time.perf_counter() - t0)
-        out[f"{name}_ms_per_frame"] = 1000 * statistics.median(times) / frames
-    out["speedup"] = out["recompute_ms_per_frame"] / out["cached_ms_per_frame"]
-    return out
 
 
 def synthetic_driving(path: Path, frames: int, size: int = 256, fps: float = 25.0) -> Path:

@@ -5,11 +5,14 @@
       every inference path (fp32 reference, channels_last, bf16, refine-levels, compile) side by side: frames/s,
       speed-up, peak RSS, and the prediction's max / mean |diff| and PSNR against the reference (tools/bench_forward.py)
   python tools/benchmark.py profile [--fixture F.pt] [--paths ...]
-      torch.profiler tables (operator groups, top operators) of the reference and fast paths (tools/bench_profile.py)
+      per-block account of the reference and the --speed presets: self time, GFLOP, GFLOP/s and share of the
+      measured GEMM peak per block (tools/bench_profile.py)
+  python tools/benchmark.py kernels      the largest convolutions alone in fp32, bf16 and int8 (tools/bench_kernels.py)
   python tools/benchmark.py flops [--config configs/vox256.yaml] [--batch 1 8] [--device cpu cuda]
       full forward (inference mode): frames/s, peak memory, FLOPs per frame by component.
   python tools/benchmark.py train-step [--config ...] [--batch N]   one optimisation step (alias: --train)
-  python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (tools/bench_animate.py)
+  python tools/benchmark.py animate ...    per-frame animation cost, source cached vs not (tools/bench_animate.py);
+      --end-to-end: whole `mrfa animate` commands per --speed preset, idle and beside a competing process
   python tools/benchmark.py app --checkpoint C   the web app vs mrfa animate on the same job (tools/bench_app.py)
   python tools/benchmark.py batch --checkpoint C  reconstruct throughput: 1 process vs torchrun (tools/bench_batch.py)
   python tools/benchmark.py corr [--sizes 256:16 ...]  correlation lookup variants and kernels (tools/bench_corr.py)
@@ -165,9 +168,14 @@ def main() -> int:
     fw.set_defaults(func=lambda a: bench_forward.run(a))
     import bench_profile
 
-    pr = sub.add_parser("profile", help="torch.profiler: where the forward's time goes, reference vs fast paths")
+    pr = sub.add_parser("profile", help="per-block account: time, GFLOP, share of the GEMM peak, reference vs presets")
     bench_profile.add_arguments(pr)
     pr.set_defaults(func=lambda a: bench_profile.run(a))
+    import bench_kernels
+
+    kn = sub.add_parser("kernels", help="the largest convolutions alone: fp32, bf16, int8")
+    bench_kernels.add_arguments(kn)
+    kn.set_defaults(func=lambda a: bench_kernels.run(a))
     f = sub.add_parser("flops", help="full forward: frames/s, peak memory, FLOPs by component")
     f.add_argument("--config", default=str(ROOT / "configs" / "vox256.yaml"))
     f.add_argument("--batch", type=int, nargs="+", default=[1, 8])
