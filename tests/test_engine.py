@@ -81,19 +81,22 @@ def test_refusals(options: EngineOptions, words: str) -> None:
         check_engine(options, CPU)
 
 
-def test_onnxruntime_missing_is_one_sentence(monkeypatch) -> None:
-    import builtins
+@pytest.mark.parametrize("backend, extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
+def test_export_runtime_missing_is_one_sentence(monkeypatch, backend: str, extra: str) -> None:
+    import importlib.util
 
-    real_import = builtins.__import__
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == backend else real_find_spec(name, *a))
+    with pytest.raises(ValueError, match=rf"--backend {backend} needs .*pip install '\.\[{extra}\]'"):
+        check_engine(EngineOptions(backend=backend), CPU)
 
-    def no_ort(name, *args, **kwargs):
-        if name == "onnxruntime":
-            raise ImportError("no onnxruntime")
-        return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_ort)
-    with pytest.raises(ValueError, match=r"pip install '\.\[onnx\]'"):
-        check_engine(EngineOptions(backend="onnxruntime"), CPU)
+def test_openvino_refuses_a_gpu_and_torch_flags() -> None:
+    pytest.importorskip("openvino")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        check_engine(EngineOptions(backend="openvino"), torch.device("cuda"))
+    with pytest.raises(ValueError, match="torch backend only; the openvino backend"):
+        check_engine(EngineOptions(backend="openvino", channels_last=True), CPU)
 
 
 def test_bf16_refused_without_native_support(monkeypatch) -> None:

@@ -1,5 +1,5 @@
-"""ONNX export and the onnxruntime backend: every variant round-trips (onnxruntime equals torch within 1e-4 on
-float predictions), the CLI animates through the exported graphs, and refusals are one sentence."""
+"""ONNX export and the onnxruntime / OpenVINO backends: every variant round-trips (the runtime equals torch within
+1e-4 on float predictions), the CLI animates through the exported graphs, and refusals are one sentence."""
 from __future__ import annotations
 
 import json
@@ -42,7 +42,7 @@ def test_round_trip(variant: str, tmp_path: Path) -> None:
     _check_round_trip(model, export_onnx(model, tmp_path / "export"))
 
 
-def _check_round_trip(model: mrfa.MRFA, folder: Path) -> None:
+def _check_round_trip(model: mrfa.MRFA, folder: Path, runtime: str = "onnxruntime") -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["image_size"] == 64 and set(manifest["graphs"]) == {"encoder.onnx", "keypoints.onnx",
                                                                         "renderer.onnx"}
@@ -50,7 +50,7 @@ def _check_round_trip(model: mrfa.MRFA, folder: Path) -> None:
     src = (torch.rand(64, 64, 3, generator=g) * 255).byte().numpy()
     drv = (torch.rand(5, 64, 64, 3, generator=g) * 255).byte().numpy()
     eager = Animator(model, device="cpu", batch_size=2)
-    onnx = Animator(OnnxModel(folder), device="cpu", batch_size=3, engine=EngineOptions(backend="onnxruntime"))
+    onnx = Animator(OnnxModel(folder, runtime=runtime), device="cpu", batch_size=3, engine=EngineOptions(backend=runtime))
     for kw in ({}, {"relative": False}, {"adapt_scale": True, "best_frame": 2}):
         a = np.stack([f.prediction for f in eager.frames(src, drv, **kw)]).astype(int)
         b = np.stack([f.prediction for f in onnx.frames(src, drv, **kw)]).astype(int)
@@ -159,3 +159,25 @@ def _check_damaged_exports(good: Path, base: list[str], tmp_path: Path, capsys) 
                           str(tmp_path / f"out-{name}.mp4")])
         err = capsys.readouterr().err
         assert code == 1 and words in err and "Traceback" not in err, (name, err[-500:])
+
+
+def test_openvino_runs_the_export_like_torch(tmp_path: Path, capsys) -> None:
+    """OpenVINO (fp32 inference precision, also on bf16 CPUs) equals torch within 1e-4; a --speed preset on an
+    export folder picks it."""
+    pytest.importorskip("openvino", reason="openvino not installed (pip install '.[openvino]'; make test does)")
+    model = _model([])
+    ckpt = tmp_path / "tiny.pt"
+    mrfa.save_snapshot(ckpt, model, model.config)
+    assert mrfa_main(["export", "--checkpoint", str(ckpt), "--output", str(tmp_path / "onnx")]) == 0
+    _check_round_trip(model, tmp_path / "onnx", runtime="openvino")
+    g = torch.Generator().manual_seed(3)
+    import imageio.v3 as iio
+
+    src, drv = tmp_path / "s.png", tmp_path / "d.mp4"
+    iio.imwrite(src, (torch.rand(64, 64, 3, generator=g) * 255).byte().numpy())
+    write_video(drv, (torch.rand(4, 64, 64, 3, generator=g) * 255).byte().numpy(), fps=5)
+    capsys.readouterr()
+    assert mrfa_main(["animate", "--source", str(src), "--driving", str(drv), "--device", "cpu", "--quiet",
+                      "--checkpoint", str(tmp_path / "onnx"), "--speed", "fast", "--output", str(tmp_path / "o")]) == 0
+    assert "the exported graphs with openvino" in capsys.readouterr().err
+    assert len(list((tmp_path / "o").glob("*.png"))) == 4

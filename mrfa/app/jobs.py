@@ -48,7 +48,8 @@ def engine_options(choice: str, device: torch.device) -> EngineOptions:
 def describe_checkpoint(path: Path) -> str:
     """What a checkpoint file or folder is, for the page's list."""
     if path.is_dir():
-        return "exported ONNX graphs (onnxruntime)"
+        backend = speed_preset("exact", torch.device("cpu"), exported=True)[0].backend
+        return f"exported ONNX graphs ({backend})"
     return "mrfa snapshot" if path.name == "snapshot.pt" else "checkpoint file"
 
 
@@ -94,7 +95,7 @@ class ModelPool:
                     if engine != "exact":
                         raise ValueError("an exported ONNX folder runs with its own precision; choose the exact "
                                          "engine for it")
-                    options = EngineOptions(backend="onnxruntime")
+                    options = speed_preset("exact", resolve_device(self.device), exported=True)[0]
                 else:
                     options = engine_options(engine, resolve_device(self.device))
                 check_engine(options, resolve_device(self.device))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mrfa.inference.engine import SPEEDS, EngineOptions, speed_preset
 from mrfa.utils.device import resolve_device
@@ -15,7 +16,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--speed", choices=SPEEDS, default=None,
                    help="one choice for the engine, resolved for this machine: exact (fp32, the parity reference), "
                         "fast (>= 60 dB against fp32), fastest (>= 40 dB); the flags below are for experts")
-    g.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    g.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default="torch",
+                   help="onnxruntime / openvino: run an mrfa export folder given as --checkpoint (openvino: CPU, fp32)")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="bf16: CPUs with AVX512-BF16/AMX and GPUs; fp16: GPUs. Conv blocks only, coordinates stay fp32")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory order for the convolutions")
@@ -39,6 +41,8 @@ def engine_from_args(args: argparse.Namespace) -> EngineOptions:
     if expert != EngineOptions():
         raise ValueError("give --speed or the expert engine flags (--backend, --precision, --channels-last, "
                          "--compile, --refine-levels), not both")
-    options, said = speed_preset(args.speed, resolve_device(getattr(args, "device", "auto")))
+    checkpoint = getattr(args, "checkpoint", None)
+    exported = bool(checkpoint) and Path(checkpoint).is_dir()
+    options, said = speed_preset(args.speed, resolve_device(getattr(args, "device", "auto")), exported=exported)
     print(f"engine: {said}", file=sys.stderr)
     return options

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from mrfa.config import ExperimentConfig
 from mrfa.inference.best_frame import find_best_frame
-from mrfa.inference.engine import EngineOptions, check_engine, prepare_model
+from mrfa.inference.engine import EXPORT_BACKENDS, EngineOptions, check_engine, prepare_model
 from mrfa.inference.smoothing import KeypointSmoother, OneEuroParams
 from mrfa.media.convert import float_to_uint8
 from mrfa.media.crop import CropBox
@@ -103,7 +103,7 @@ class Animator:
         self.device = resolve_device(device)
         self.engine = engine or EngineOptions()
         check_engine(self.engine, self.device)
-        if self.engine.backend == "onnxruntime":  # the exported graphs (mrfa.inference.export.OnnxModel)
+        if self.engine.backend in EXPORT_BACKENDS:  # the exported graphs (mrfa.inference.export.OnnxModel)
             self.model = model
         else:
             self.model = prepare_model(model.to(self.device).eval(), self.engine, self.device)
@@ -124,13 +124,13 @@ class Animator:
 
         engine = engine or EngineOptions()
         check_engine(engine, resolve_device(device))
-        if engine.backend == "onnxruntime":
+        if engine.backend in EXPORT_BACKENDS:
             from mrfa.inference.export import OnnxModel
 
             if not Path(path).is_dir():
-                raise ValueError(f"--backend onnxruntime runs an exported folder, not the checkpoint file {path}; "
+                raise ValueError(f"--backend {engine.backend} runs an exported folder, not the checkpoint file {path}; "
                                  f"create it once with: mrfa export --checkpoint {path} --output DIR")
-            model = OnnxModel(path, device=resolve_device(device))
+            model = OnnxModel(path, device=resolve_device(device), runtime=engine.backend)
         else:
             model = load_checkpoint(path, config=config)
         return cls(model, device=device, batch_size=batch_size, cache_mb=cache_mb, engine=engine)

@@ -293,20 +293,73 @@ class OnnxEncoding(NamedTuple):
     arrays: list[np.ndarray]
 
 
+def _onnxruntime_sessions(folder: Path, device: Union[str, torch.device]) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if str(device).startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError("--device cuda with --backend onnxruntime needs onnxruntime-gpu (the installed "
+                             "onnxruntime has no CUDA execution provider)")
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return {g: ort.InferenceSession(str(folder / g), options, providers=providers) for g in GRAPHS}
+    except Exception as err:  # onnxruntime raises its own types; one sentence for the user
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        raise ValueError(f"{folder}: onnxruntime could not load the export ({lines[0][:160] if lines else 'error'})"
+                         ) from None
+
+
+class _OpenVinoGraph:
+    """One graph compiled by OpenVINO, called like an onnxruntime session (``run(None, feeds)`` -> list)."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+
+    def run(self, _names: Any, feeds: dict[str, Any]) -> list[np.ndarray]:
+        result = self.compiled(feeds)
+        return [result[out] for out in self.compiled.outputs]
+
+
+def _openvino_sessions(folder: Path, device: Union[str, torch.device]) -> dict[str, Any]:
+    import openvino as ov
+
+    if not str(device).startswith("cpu"):
+        raise ValueError("--backend openvino runs on the CPU (use --device cpu)")
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads()
+    config["INFERENCE_NUM_THREADS"] = threads
+    core = ov.Core()
+    try:
+        return {g: _OpenVinoGraph(core.compile_model(str(folder / g), "CPU", config)) for g in GRAPHS}
+    except Exception as err:  # OpenVINO raises its own types; one sentence for the user
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        raise ValueError(f"{folder}: OpenVINO could not load the export ({lines[0][:160] if lines else 'error'})"
+                         ) from None
+
+
 class OnnxModel:
     """The exported graphs behind the methods :class:`~mrfa.inference.animate.Animator` calls.
 
     Args:
         folder: an ``mrfa export`` folder.
         device: ``cpu`` or ``cuda`` (the CUDA execution provider, when onnxruntime has it).
+        runtime: ``onnxruntime`` or ``openvino`` (OpenVINO's CPU plugin, told to infer in fp32: on CPUs with bf16
+            it would otherwise lower the whole graph to bf16, keypoints included).
     """
 
-    def __init__(self, folder: PathLike, device: Union[str, torch.device] = "cpu") -> None:
-        status = onnxruntime_status()
+    def __init__(self, folder: PathLike, device: Union[str, torch.device] = "cpu", runtime: str = "onnxruntime") -> None:
+        from mrfa.inference.engine import export_runtime_status
+
+        if runtime not in ("onnxruntime", "openvino"):
+            raise ValueError(f"unknown runtime {runtime!r}; choose onnxruntime or openvino")
+        status = export_runtime_status(runtime)
         if status is not None:
             raise ValueError(status)
-        import onnxruntime as ort
-
         folder = Path(folder)
         manifest_path = folder / MANIFEST
         if not manifest_path.is_file():
@@ -321,22 +374,11 @@ class OnnxModel:
             if expected != sha256(path):
                 raise ValueError(f"{folder} is a damaged export: {graph} does not match the SHA-256 in {MANIFEST} "
                                  "(export again with mrfa export)")
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ValueError("--device cuda with --backend onnxruntime needs onnxruntime-gpu (the installed "
-                                 "onnxruntime has no CUDA execution provider)")
-            providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.sessions = {g: ort.InferenceSession(str(folder / g), options, providers=providers) for g in GRAPHS}
-        except Exception as err:  # onnxruntime raises its own types; one sentence for the user
-            lines = [ln for ln in str(err).splitlines() if ln.strip()]
-            raise ValueError(f"{folder}: onnxruntime could not load the export ({lines[0][:160] if lines else 'error'})"
-                             ) from None
+        self.runtime = runtime
+        if runtime == "openvino":
+            self.sessions = _openvino_sessions(folder, device)
+        else:
+            self.sessions = _onnxruntime_sessions(folder, device)
         self.image_size = int(self.manifest["image_size"])
         self.num_channels = int(self.manifest["num_channels"])
         self.names: list[str] = self.manifest["encoding"]
