@@ -42,7 +42,7 @@ PATHS = {  # name -> engine options (EngineOptions fields)
     "compile": {"compile": True},
     "onnxruntime fp32": {"backend": "onnxruntime"},
     "onnxruntime fp16": {"backend": "onnxruntime", "export_precision": "fp16"},  # meant for GPU providers
-    "openvino fp32": {"backend": "openvino", "hint": "f32"},  # the fp32 export run by OpenVINO (pip install openvino)
+    "openvino fp32": {"backend": "openvino", "hint": "f32"},  # the fp32 export run by OpenVINO (.[openvino])
     "openvino bf16": {"backend": "openvino", "hint": "bf16"},  # ... with its bf16 inference-precision hint
     "--speed exact": "exact",  # the presets, resolved for this machine as the commands resolve them
     "--speed fast": "fast",
@@ -117,30 +117,6 @@ def _load(args: argparse.Namespace):
     return model, src, drv
 
 
-class _OpenVinoGraph:
-    """One exported graph compiled by OpenVINO, with onnxruntime's ``run(None, feeds)`` call."""
-
-    def __init__(self, compiled) -> None:
-        self.compiled = compiled
-
-    def run(self, _names, feeds: dict) -> list:
-        result = self.compiled(feeds)
-        return [result[o] for o in self.compiled.outputs]
-
-
-def openvino_sessions(folder: Path, hint: str, threads: int) -> dict:
-    """The export's graphs compiled for OpenVINO's CPU plugin with an inference-precision hint (f32 / bf16)."""
-    import openvino as ov
-
-    from mrfa.inference.export import GRAPHS
-
-    core = ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return {g: _OpenVinoGraph(core.compile_model(str(folder / g), "CPU", config)) for g in GRAPHS}
-
-
 def measure(args: argparse.Namespace, path: str, batch: int, out: Path) -> dict:
     import torch
 
@@ -157,9 +133,11 @@ def measure(args: argparse.Namespace, path: str, batch: int, out: Path) -> dict:
         from mrfa.inference.export import OnnxModel, export_onnx
 
         folder = export_onnx(model, out.with_suffix(".onnx.d"), precision=opts.pop("export_precision", "fp32"))
-        onnx = OnnxModel(folder)
-        if opts["backend"] == "openvino":
-            onnx.sessions = openvino_sessions(folder, opts.pop("hint"), args.threads)
+        onnx = OnnxModel(folder, runtime=opts["backend"])
+        if opts["backend"] == "openvino" and opts["hint"] != "f32":  # the same graphs under another precision hint
+            from mrfa.inference.export import openvino_sessions
+
+            onnx.sessions = openvino_sessions(folder, precision_hint=opts["hint"])
 
         def engine(s, d):
             return onnx.reconstruct_encoded(onnx.encode_source(s[:1]), d)
@@ -220,12 +198,9 @@ def run(args: argparse.Namespace) -> int:
         for batch in args.batch:
             ref_pred, ref_fps = None, None
             for path in paths:
-                opts = {k: v for k, v in path_options(path, args.device).items() if k != "export_precision"}
+                opts = {k: v for k, v in path_options(path, args.device).items()
+                        if k not in ("export_precision", "hint")}
                 try:
-                    if opts.get("backend") == "openvino":
-                        if importlib.util.find_spec("openvino") is None:
-                            raise ValueError("needs the openvino package (pip install openvino)")
-                        opts = {"backend": "onnxruntime"}  # the same export check
                     check_engine(EngineOptions(**opts), torch.device(args.device))
                 except ValueError as err:
                     print(f"| {path} | {batch} | refused: {err} | | | | | |")

@@ -145,7 +145,8 @@ def measure_peak(size: int, bf16: bool) -> dict[str, float]:
         x = torch.randn(1, size // 2, side, side, dtype=dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             rates = []
-            for fn, flop in ((lambda: torch.mm(a, b), 2 * size ** 3), (lambda: conv(x), 2 * (size // 2) ** 2 * side ** 2)):
+            gemms = ((lambda: torch.mm(a, b), 2 * size ** 3), (lambda: conv(x), 2 * (size // 2) ** 2 * side ** 2))
+            for fn, flop in gemms:
                 fn()
                 rates.append(flop / min(_timed(fn) for _ in range(5)) / 1e9)
         out[name] = max(rates)

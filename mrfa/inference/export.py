@@ -325,12 +325,18 @@ class _OpenVinoGraph:
         return [result[out] for out in self.compiled.outputs]
 
 
-def _openvino_sessions(folder: Path, device: Union[str, torch.device]) -> dict[str, Any]:
+def openvino_sessions(folder: Path, device: Union[str, torch.device] = "cpu", *,
+                      precision_hint: str = "f32") -> dict[str, Any]:
+    """The export's graphs compiled by OpenVINO's CPU plugin, each called like an onnxruntime session.
+
+    ``precision_hint`` is OpenVINO's INFERENCE_PRECISION_HINT: ``f32`` keeps the export's fp32 arithmetic (on CPUs
+    with bf16 OpenVINO's default lowers the whole graph, keypoints included, to bf16); ``bf16`` is for benchmarks.
+    """
     import openvino as ov
 
     if not str(device).startswith("cpu"):
         raise ValueError("--backend openvino runs on the CPU (use --device cpu)")
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY"}
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads()
     config["INFERENCE_NUM_THREADS"] = threads
     core = ov.Core()
@@ -352,7 +358,8 @@ class OnnxModel:
             it would otherwise lower the whole graph to bf16, keypoints included).
     """
 
-    def __init__(self, folder: PathLike, device: Union[str, torch.device] = "cpu", runtime: str = "onnxruntime") -> None:
+    def __init__(self, folder: PathLike, device: Union[str, torch.device] = "cpu",
+                 runtime: str = "onnxruntime") -> None:
         from mrfa.inference.engine import export_runtime_status
 
         if runtime not in ("onnxruntime", "openvino"):
@@ -376,7 +383,7 @@ class OnnxModel:
                                  "(export again with mrfa export)")
         self.runtime = runtime
         if runtime == "openvino":
-            self.sessions = _openvino_sessions(folder, device)
+            self.sessions = openvino_sessions(folder, device)
         else:
             self.sessions = _onnxruntime_sessions(folder, device)
         self.image_size = int(self.manifest["image_size"])
