@@ -17,7 +17,7 @@ acceleration whose difference from it is measured (``python tools/benchmark.py f
   receive). None refines every level (official).
 * ``keep_memory`` (CPU): keep freed memory in the process (:func:`mrfa.utils.memory.keep_freed_memory`), so the
   large per-frame buffers do not pay page faults on every frame. Same arithmetic, bit-identical outputs;
-  process-wide, hence off unless asked (the commands and every ``--speed`` preset ask).
+  process-wide, hence off unless asked (every ``--speed`` preset asks; the plain default stays the reference).
 
 A choice the machine cannot serve is refused with one sentence (:func:`check_engine`), never a silent slowdown.
 """
