@@ -88,7 +88,7 @@ def test_export_runtime_missing_is_one_sentence(monkeypatch, backend: str, extra
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == backend else real_find_spec(name, *a))
-    with pytest.raises(ValueError, match=rf"--backend {backend} needs .*pip install '\.\[{extra}\]'"):
+    with pytest.raises(ValueError, match=rf"the {backend} backend needs .*pip install '\.\[{extra}\]'"):
         check_engine(EngineOptions(backend=backend), CPU)
 
 

@@ -27,11 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from mrfa.checkpoint import load_checkpoint
     from mrfa.config import load_config
-    from mrfa.inference.export import export_onnx, onnxruntime_status
+    from mrfa.inference.engine import export_runtime_status
+    from mrfa.inference.export import export_onnx
     from mrfa.media.writer import check_output
 
-    if onnxruntime_status() is not None:
-        raise ValueError(onnxruntime_status())
+    missing = export_runtime_status("onnxruntime")
+    if missing is not None:
+        raise ValueError(missing)
     check_output(args.output, inputs=[args.checkpoint, args.config], overwrite=args.overwrite,
                  layout=("encoder.onnx", "keypoints.onnx", "renderer.onnx", "manifest.json"))
     model = load_checkpoint(args.checkpoint, config=load_config(args.config) if args.config else None)

@@ -125,9 +125,9 @@ def export_runtime_status(backend: str) -> Optional[str]:
     import importlib.util
 
     if backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-        return "--backend onnxruntime needs the optional packages onnx and onnxruntime (pip install '.[onnx]')"
+        return "the onnxruntime backend needs the optional packages onnx and onnxruntime (pip install '.[onnx]')"
     if backend == "openvino" and importlib.util.find_spec("openvino") is None:
-        return "--backend openvino needs the optional package openvino (pip install '.[openvino]')"
+        return "the openvino backend needs the optional package openvino (pip install '.[openvino]')"
     return None
 
 

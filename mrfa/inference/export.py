@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mrfa.inference.engine import BF16_BLOCKS, apply_reduced_precision
+from mrfa.inference.engine import BF16_BLOCKS, EXPORT_BACKENDS, apply_reduced_precision, export_runtime_status
 from mrfa.media.writer import atomic_path, check_output, write_json
 from mrfa.nn.mrfa import MRFA, SourceEncoding, expand_encoding
 from mrfa.nn.refiner import SourceStructure
@@ -48,15 +48,6 @@ MANIFEST = "manifest.json"
 LAYOUT = (*GRAPHS, MANIFEST)
 FORMAT = "mrfa-onnx/1"
 OPSET = 18
-
-
-def onnxruntime_status() -> Optional[str]:
-    """None when onnxruntime can be imported, else one sentence."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "the onnxruntime backend needs the optional packages onnx and onnxruntime (pip install '.[onnx]')"
-    return None
 
 
 # ------------------------------------------------------------------------------------------ graph modules
@@ -191,8 +182,9 @@ def export_onnx(model: MRFA, output: PathLike, *, checkpoint: Optional[PathLike]
     """
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"unknown export precision {precision!r}; choose fp32 or fp16")
-    if onnxruntime_status() is not None:
-        raise ValueError(onnxruntime_status())
+    missing = export_runtime_status("onnxruntime")
+    if missing is not None:
+        raise ValueError(missing)
     import onnxruntime as ort
 
     output = check_output(output, inputs=[checkpoint], overwrite=overwrite, layout=LAYOUT)
@@ -293,6 +285,12 @@ class OnnxEncoding(NamedTuple):
     arrays: list[np.ndarray]
 
 
+def _load_error(folder: Path, runtime: str, err: Exception) -> ValueError:
+    """One sentence for a runtime's failure to load the export: its first non-empty line."""
+    lines = [ln for ln in str(err).splitlines() if ln.strip()]
+    return ValueError(f"{folder}: {runtime} could not load the export ({lines[0][:160] if lines else 'error'})")
+
+
 def _onnxruntime_sessions(folder: Path, device: Union[str, torch.device]) -> dict[str, Any]:
     import onnxruntime as ort
 
@@ -309,9 +307,7 @@ def _onnxruntime_sessions(folder: Path, device: Union[str, torch.device]) -> dic
     try:
         return {g: ort.InferenceSession(str(folder / g), options, providers=providers) for g in GRAPHS}
     except Exception as err:  # onnxruntime raises its own types; one sentence for the user
-        lines = [ln for ln in str(err).splitlines() if ln.strip()]
-        raise ValueError(f"{folder}: onnxruntime could not load the export ({lines[0][:160] if lines else 'error'})"
-                         ) from None
+        raise _load_error(folder, "onnxruntime", err) from None
 
 
 class _OpenVinoGraph:
@@ -343,9 +339,7 @@ def openvino_sessions(folder: Path, device: Union[str, torch.device] = "cpu", *,
     try:
         return {g: _OpenVinoGraph(core.compile_model(str(folder / g), "CPU", config)) for g in GRAPHS}
     except Exception as err:  # OpenVINO raises its own types; one sentence for the user
-        lines = [ln for ln in str(err).splitlines() if ln.strip()]
-        raise ValueError(f"{folder}: OpenVINO could not load the export ({lines[0][:160] if lines else 'error'})"
-                         ) from None
+        raise _load_error(folder, "OpenVINO", err) from None
 
 
 class OnnxModel:
@@ -360,9 +354,7 @@ class OnnxModel:
 
     def __init__(self, folder: PathLike, device: Union[str, torch.device] = "cpu",
                  runtime: str = "onnxruntime") -> None:
-        from mrfa.inference.engine import export_runtime_status
-
-        if runtime not in ("onnxruntime", "openvino"):
+        if runtime not in EXPORT_BACKENDS:
             raise ValueError(f"unknown runtime {runtime!r}; choose onnxruntime or openvino")
         status = export_runtime_status(runtime)
         if status is not None:
